@@ -1,0 +1,5 @@
+//! `balancer`: the daemon and its CLI.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("balancer: not implemented yet")
+}

@@ -1,0 +1,1 @@
+//! The MTA worker library.

@@ -1,0 +1,1 @@
+fn main() -> anyhow::Result<()> { anyhow::bail!("mta-worker: not implemented yet") }

@@ -1,0 +1,49 @@
+//! `cargo xtask`: the project's automation, so that a fresh Debian 12 machine needs only
+//! `cargo xtask demo` and `cargo xtask test`.
+
+mod cmd;
+mod setup;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Automation for the SMTP XDP balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install every prerequisite (Debian packages, nightly rust-src, bpf-linker); idempotent.
+    Setup {
+        /// Only report what is missing; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Build the workspace (and with it the eBPF programs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the whole suite: fmt, clippy, unit tests, BPF TestRun tests, namespace tests.
+    Test,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup { check } => setup::run(check),
+        Command::Build { release } => {
+            setup::ensure()?;
+            let mut args = vec!["build", "--workspace"];
+            if release {
+                args.push("--release");
+            }
+            cmd::cargo(&args)
+        }
+        Command::Test => test::run(),
+    }
+}

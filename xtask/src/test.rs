@@ -1,0 +1,83 @@
+//! `cargo xtask test`: the whole suite, in the order a reviewer reads it: formatting,
+//! lints, unit tests, then the tests that need root (BPF `TestRun`, network namespaces).
+
+use crate::{cmd, setup};
+use anyhow::{bail, Result};
+use std::time::Instant;
+
+/// Test targets that need root, per package. Each is compiled only with the package's
+/// `privileged` feature, so a plain `cargo test` never needs root.
+const PRIVILEGED: &[(&str, &str)] = &[("balancer", "priv_*"), ("e2e", "priv_*")];
+
+pub fn run() -> Result<()> {
+    let started = Instant::now();
+    let mut timings: Vec<(String, f64)> = Vec::new();
+    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        println!("\n==> {name}");
+        let t = Instant::now();
+        let r = f();
+        timings.push((name.to_string(), t.elapsed().as_secs_f64()));
+        r
+    };
+
+    step("setup (only what is missing)", &mut setup::ensure)?;
+    step("cargo fmt --check", &mut || cmd::cargo(&["fmt", "--all", "--", "--check"]))?;
+    step("clippy (host crates, warnings denied)", &mut || {
+        cmd::cargo(&[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "balancer-ebpf",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        // The shared types crate is host code too (user space uses it); its eBPF bins are
+        // checked by the eBPF build itself.
+        cmd::cargo(&[
+            "clippy",
+            "-p",
+            "balancer-ebpf",
+            "--lib",
+            "--tests",
+            "--features",
+            "user",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step("unit and socket tests (no root)", &mut || {
+        cmd::cargo(&["test", "--workspace", "--exclude", "balancer-ebpf"])?;
+        cmd::cargo(&["test", "-p", "balancer-ebpf", "--lib"])
+    })?;
+
+    let privileged = cmd::is_root();
+    if privileged {
+        for (pkg, pattern) in PRIVILEGED {
+            step(&format!("privileged tests of {pkg} (root)"), &mut || {
+                cmd::cargo(&[
+                    "test",
+                    "-p",
+                    pkg,
+                    "--features",
+                    &format!("{pkg}/privileged"),
+                    "--test",
+                    pattern,
+                ])
+            })?;
+        }
+    }
+
+    println!("\n==> timings");
+    for (name, secs) in &timings {
+        println!("{secs:8.1}s  {name}");
+    }
+    println!("{:8.1}s  total", started.elapsed().as_secs_f64());
+    if !privileged {
+        bail!("the BPF and network-namespace tests need root (CAP_BPF + CAP_NET_ADMIN): run `sudo -E cargo xtask test`");
+    }
+    Ok(())
+}

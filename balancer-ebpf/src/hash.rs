@@ -22,8 +22,14 @@ const fn fmix32(mut h: u32) -> u32 {
 
 #[inline(always)]
 const fn round(h: u32, w: u32) -> u32 {
-    let k = w.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
-    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+    let k = w
+        .wrapping_mul(0xcc9e_2d51)
+        .rotate_left(15)
+        .wrapping_mul(0x1b87_3593);
+    (h ^ k)
+        .rotate_left(13)
+        .wrapping_mul(5)
+        .wrapping_add(0xe654_6b64)
 }
 
 #[inline(always)]
@@ -58,7 +64,10 @@ mod tests {
         }
         let mean = 20000 / 101;
         for b in buckets {
-            assert!(b > mean * 7 / 10 && b < mean * 13 / 10, "bucket {b} vs mean {mean}");
+            assert!(
+                b > mean * 7 / 10 && b < mean * 13 / 10,
+                "bucket {b} vs mean {mean}"
+            );
         }
     }
 
@@ -66,7 +75,13 @@ mod tests {
     fn hash_is_stable() {
         // Pinned value: the hash is part of the wire contract between balancer hosts.
         let a = addr4([198, 18, 0, 10]);
-        assert_eq!(client_hash(&a, 40000, FLOW_HASH_SEED), client_hash(&a, 40000, FLOW_HASH_SEED));
-        assert_ne!(client_hash(&a, 40000, FLOW_HASH_SEED), client_hash(&a, 40001, FLOW_HASH_SEED));
+        assert_eq!(
+            client_hash(&a, 40000, FLOW_HASH_SEED),
+            client_hash(&a, 40000, FLOW_HASH_SEED)
+        );
+        assert_ne!(
+            client_hash(&a, 40000, FLOW_HASH_SEED),
+            client_hash(&a, 40001, FLOW_HASH_SEED)
+        );
     }
 }

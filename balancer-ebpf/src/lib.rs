@@ -333,7 +333,10 @@ mod tests {
     #[test]
     fn ring_slots_do_not_overlap() {
         assert_eq!(ring_slot(0, 1, 0), MAGLEV_RING_MAX);
-        assert_eq!(ring_slot(MAX_VIPS - 1, 1, MAGLEV_RING_MAX - 1), RING_SLOTS - 1);
+        assert_eq!(
+            ring_slot(MAX_VIPS - 1, 1, MAGLEV_RING_MAX - 1),
+            RING_SLOTS - 1
+        );
     }
 
     #[test]

@@ -14,7 +14,11 @@ const XDP_PASS: u32 = 2;
 
 fn run(obj: &[u8], name: &str, frame: &[u8]) -> u32 {
     let mut ebpf = Ebpf::load(obj).expect("object loads");
-    let prog: &mut Xdp = ebpf.program_mut(name).expect("program").try_into().expect("xdp");
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .expect("program")
+        .try_into()
+        .expect("xdp");
     prog.load().expect("verifier accepts the program");
     let mut out = vec![0u8; frame.len() + 256];
     let res = prog

@@ -1,1 +1,3 @@
-fn main() -> anyhow::Result<()> { anyhow::bail!("mta-worker: not implemented yet") }
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("mta-worker: not implemented yet")
+}

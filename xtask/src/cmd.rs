@@ -22,7 +22,9 @@ pub fn path_env() -> String {
     let old = std::env::var("PATH").unwrap_or_default();
     let home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     let bin = home.join("bin");
     if std::env::split_paths(&old).any(|p| p == bin) {
         old

@@ -7,17 +7,32 @@ use std::{path::PathBuf, process::Command};
 
 /// Debian packages, each with why it is needed.
 const PACKAGES: &[(&str, &str)] = &[
-    ("llvm-22-dev", "bpf-linker links eBPF objects with LLVM 22 (the nightly's LLVM)"),
-    ("libpolly-22-dev", "needed to link bpf-linker against LLVM 22"),
+    (
+        "llvm-22-dev",
+        "bpf-linker links eBPF objects with LLVM 22 (the nightly's LLVM)",
+    ),
+    (
+        "libpolly-22-dev",
+        "needed to link bpf-linker against LLVM 22",
+    ),
     ("libzstd-dev", "needed to link bpf-linker against LLVM 22"),
-    ("iproute2", "network namespaces and veth pairs for the lab and tests"),
+    (
+        "iproute2",
+        "network namespaces and veth pairs for the lab and tests",
+    ),
     ("ethtool", "turns off tx checksum offload on lab veths"),
     ("bpftool", "inspects loaded programs and pinned maps"),
-    ("postfix", "smtp-source / smtp-sink, and the Postfix peer in benchmarks"),
+    (
+        "postfix",
+        "smtp-source / smtp-sink, and the Postfix peer in benchmarks",
+    ),
     ("swaks", "a real SMTP client for conformance tests"),
     ("dnsmasq-base", "the lab's DNS server for the .test zone"),
     ("haproxy", "the HAProxy peer in the load-balancer benchmark"),
-    ("nftables", "the nftables DNAT peer in the load-balancer benchmark"),
+    (
+        "nftables",
+        "the nftables DNAT peer in the load-balancer benchmark",
+    ),
     ("openssl", "test certificates"),
 ];
 
@@ -60,14 +75,20 @@ pub fn run(check_only: bool) -> Result<()> {
         for m in &missing_now {
             println!("setup: missing {m}");
         }
-        bail!("{} prerequisite(s) missing; run `cargo xtask setup`", missing_now.len());
+        bail!(
+            "{} prerequisite(s) missing; run `cargo xtask setup`",
+            missing_now.len()
+        );
     }
     install_packages()?;
     install_nightly()?;
     install_bpf_linker()?;
     let still = missing();
     if !still.is_empty() {
-        bail!("setup finished but these are still missing: {}", still.join(", "));
+        bail!(
+            "setup finished but these are still missing: {}",
+            still.join(", ")
+        );
     }
     println!("setup: all prerequisites present");
     Ok(())
@@ -138,7 +159,11 @@ fn nightly_installed() -> bool {
 
 fn rust_src_installed() -> bool {
     cmd::output("rustup", &["run", "nightly", "rustc", "--print", "sysroot"])
-        .map(|s| PathBuf::from(s.trim()).join("lib/rustlib/src/rust/library/core").is_dir())
+        .map(|s| {
+            PathBuf::from(s.trim())
+                .join("lib/rustlib/src/rust/library/core")
+                .is_dir()
+        })
         .unwrap_or(false)
 }
 
@@ -147,11 +172,22 @@ fn install_nightly() -> Result<()> {
         println!("setup: install Rust nightly (with rust-src): builds the eBPF programs");
         cmd::run(
             "rustup",
-            &["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"],
+            &[
+                "toolchain",
+                "install",
+                "nightly",
+                "--profile",
+                "minimal",
+                "--component",
+                "rust-src",
+            ],
         )?;
     } else if !rust_src_installed() {
         println!("setup: install rust-src for nightly: eBPF builds rebuild core from source");
-        cmd::run("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+        cmd::run(
+            "rustup",
+            &["component", "add", "rust-src", "--toolchain", "nightly"],
+        )?;
     } else {
         println!("setup: skip nightly + rust-src (installed)");
     }
@@ -169,7 +205,9 @@ fn install_bpf_linker() -> Result<()> {
         println!("setup: skip bpf-linker {BPF_LINKER_VERSION} (installed)");
         return Ok(());
     }
-    println!("setup: install bpf-linker {BPF_LINKER_VERSION} against LLVM 22: links the eBPF programs");
+    println!(
+        "setup: install bpf-linker {BPF_LINKER_VERSION} against LLVM 22: links the eBPF programs"
+    );
     let path = format!("{LLVM_BIN}:{}", cmd::path_env());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)

@@ -21,7 +21,9 @@ pub fn run() -> Result<()> {
     };
 
     step("setup (only what is missing)", &mut setup::ensure)?;
-    step("cargo fmt --check", &mut || cmd::cargo(&["fmt", "--all", "--", "--check"]))?;
+    step("cargo fmt --check", &mut || {
+        cmd::cargo(&["fmt", "--all", "--", "--check"])
+    })?;
     step("clippy (host crates, warnings denied)", &mut || {
         cmd::cargo(&[
             "clippy",

@@ -1,0 +1,53 @@
+//! The daemon's view of the data plane: what it may change in the XDP maps.
+//!
+//! A trait, so that the control logic (health, weights, reloads) is tested without root
+//! against an in-memory implementation, and runs against the real maps (`xdp.rs`) in
+//! production. Every method is one atomic step from the packet's point of view.
+
+use balancer_ebpf::{Addr, BackendInfo, Counter, LbConfig, VipKey, VipMeta};
+
+/// Errors from writing or reading the XDP maps.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("map {map}: {op} failed: {source}")]
+    Map {
+        map: &'static str,
+        op: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("ring of VIP {vip_id} has {len} slots; expected a prime between 2 and {max}")]
+    BadRing { vip_id: u32, len: usize, max: u32 },
+    #[error("{what} {id} is out of range (max {max})")]
+    OutOfRange {
+        what: &'static str,
+        id: u32,
+        max: u32,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One client prefix of a VIP's allowlist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AclPrefix {
+    pub addr: Addr,
+    pub family: u8,
+    pub prefix_len: u8,
+}
+
+/// What the daemon needs from the data plane.
+pub trait DataPlaneOps {
+    fn set_config(&mut self, cfg: &LbConfig) -> Result<(), DataPlaneError>;
+    fn upsert_vip(&mut self, key: &VipKey, meta: &VipMeta) -> Result<(), DataPlaneError>;
+    fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataPlaneError>;
+    fn set_backend(&mut self, id: u32, info: &BackendInfo) -> Result<(), DataPlaneError>;
+    /// Writes `ring` (backend ids, `ring.len()` == the VIP's `ring_size`) into the VIP's
+    /// inactive half, then flips `RING_ACTIVE[vip_id]`: packets see the old ring or the
+    /// new one, never a mix being written.
+    fn swap_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<(), DataPlaneError>;
+    /// Replaces the VIP's allowlist with `prefixes` (VIP_F_ACL in its meta enables it).
+    fn set_acl(&mut self, vip_id: u32, prefixes: &[AclPrefix]) -> Result<(), DataPlaneError>;
+    /// `STATS` summed over CPUs, `STATS_SIZE` entries.
+    fn read_stats(&self) -> Result<Vec<Counter>, DataPlaneError>;
+}

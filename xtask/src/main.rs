@@ -2,6 +2,7 @@
 //! `cargo xtask demo` and `cargo xtask test`.
 
 mod cmd;
+mod lab;
 mod setup;
 mod test;
 
@@ -30,6 +31,18 @@ enum Command {
     },
     /// Run the whole suite: fmt, clippy, unit tests, BPF TestRun tests, namespace tests.
     Test,
+    /// Bring the lab topology (network namespaces on this host) up or down, or show it.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    Up,
+    Down,
+    Status,
 }
 
 fn main() -> Result<()> {
@@ -45,5 +58,10 @@ fn main() -> Result<()> {
             cmd::cargo(&args)
         }
         Command::Test => test::run(),
+        Command::Lab { action } => match action {
+            LabAction::Up => lab::up(),
+            LabAction::Down => lab::down(),
+            LabAction::Status => lab::status(),
+        },
     }
 }

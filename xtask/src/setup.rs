@@ -20,6 +20,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "network namespaces and veth pairs for the lab and tests",
     ),
+    ("iputils-ping", "reachability checks in the lab"),
     ("ethtool", "turns off tx checksum offload on lab veths"),
     ("bpftool", "inspects loaded programs and pinned maps"),
     (

@@ -100,6 +100,11 @@ impl Drop for Netns {
     }
 }
 
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 pub fn exists(name: &str) -> bool {
     std::path::Path::new("/run/netns").join(name).exists()
 }

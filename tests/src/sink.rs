@@ -40,6 +40,29 @@ pub fn start(ns: &Netns, listen: &str, dir: &Path, extra: &[&str]) -> Result<Sin
     })
 }
 
+/// Starts smtp-sink in the caller's own namespace (loopback tests).
+pub fn start_here(listen: &str, dir: &Path, extra: &[&str]) -> Result<Sink> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    let mut cmd = std::process::Command::new("smtp-sink");
+    args(&mut cmd, listen, dir, extra);
+    let guard = ChildGuard::spawn("smtp-sink", cmd, None)?;
+    Ok(Sink {
+        guard,
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn args(cmd: &mut std::process::Command, listen: &str, dir: &Path, extra: &[&str]) {
+    // As root, smtp-sink insists on dropping to another user after binding.
+    if crate::netns::is_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    cmd.arg("-d").arg(format!("{}/%M.", dir.display()));
+    cmd.args(extra);
+    cmd.args([listen, "256"]);
+}
+
 /// Reads every message dumped so far.
 pub fn read_dumps(dir: &Path) -> Result<Vec<Received>> {
     let mut out = Vec::new();

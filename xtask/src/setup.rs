@@ -35,6 +35,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "the nftables DNAT peer in the load-balancer benchmark",
     ),
     ("openssl", "test certificates"),
+    ("vagrant", "validates vagrant/Vagrantfile"),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -51,6 +51,15 @@ pub fn run() -> Result<()> {
             "warnings",
         ])
     })?;
+    step("vagrant validate", &mut || {
+        let vagrant_dir = cmd::root().join("vagrant");
+        let status = std::process::Command::new("vagrant")
+            .args(["validate", "--ignore-provider"])
+            .current_dir(vagrant_dir)
+            .status()?;
+        anyhow::ensure!(status.success(), "vagrant validate failed");
+        Ok(())
+    })?;
     step("unit and socket tests (no root)", &mut || {
         cmd::cargo(&["test", "--workspace", "--exclude", "balancer-ebpf"])?;
         cmd::cargo(&["test", "-p", "balancer-ebpf", "--lib"])

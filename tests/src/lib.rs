@@ -5,6 +5,7 @@
 //! fd00:198:18::/48), never the host's own networks.
 
 pub mod dns;
+pub mod frontdoor;
 pub mod loadgen;
 pub mod netns;
 pub mod proc;

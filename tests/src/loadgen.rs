@@ -16,7 +16,8 @@ use tokio::sync::Semaphore;
 /// What to send.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub server: SocketAddr,
+    /// Servers, used round robin per session (one for a VIP; several for a direct baseline).
+    pub servers: Vec<SocketAddr>,
     pub sessions: usize,
     pub concurrency: usize,
     pub messages_per_session: usize,
@@ -130,7 +131,8 @@ fn summarize(results: Vec<SessionResult>, elapsed: Duration) -> Report {
 }
 
 async fn connect(plan: &Plan, s: usize) -> std::io::Result<TcpStream> {
-    let sock = if plan.server.is_ipv4() {
+    let server = plan.servers[s % plan.servers.len()];
+    let sock = if server.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
@@ -139,7 +141,7 @@ async fn connect(plan: &Plan, s: usize) -> std::io::Result<TcpStream> {
         let src = plan.sources[s % plan.sources.len()];
         sock.bind(SocketAddr::new(src, 0))?;
     }
-    tokio::time::timeout(plan.timeout, sock.connect(plan.server))
+    tokio::time::timeout(plan.timeout, sock.connect(server))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
 }
@@ -267,7 +269,7 @@ mod tests {
     #[test]
     fn body_has_requested_size_and_no_lone_dot_lines() {
         let plan = Plan {
-            server: "127.0.0.1:25".parse().unwrap(),
+            servers: vec!["127.0.0.1:25".parse().unwrap()],
             sessions: 1,
             concurrency: 1,
             messages_per_session: 1,

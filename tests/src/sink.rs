@@ -40,6 +40,16 @@ pub fn start(ns: &Netns, listen: &str, dir: &Path, extra: &[&str]) -> Result<Sin
     })
 }
 
+/// Starts smtp-sink in `ns` without dumping messages (benchmarks: no disk I/O).
+pub fn start_nodump(ns: &Netns, listen: &str) -> Result<ChildGuard> {
+    let mut cmd = ns.command("smtp-sink");
+    if crate::netns::is_root() {
+        cmd.args(["-u", "nobody"]);
+    }
+    cmd.args([listen, "1024"]);
+    ChildGuard::spawn("smtp-sink", cmd, None)
+}
+
 /// Starts smtp-sink in the caller's own namespace (loopback tests).
 pub fn start_here(listen: &str, dir: &Path, extra: &[&str]) -> Result<Sink> {
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;

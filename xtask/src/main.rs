@@ -4,6 +4,8 @@
 mod cmd;
 mod lab;
 mod setup;
+#[allow(dead_code)] // used by the benchmarks as they land
+mod svg;
 mod test;
 
 use anyhow::Result;

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 #[derive(Parser)]
 struct Args {
-    /// Server address, e.g. 198.18.0.25:25 or [fd00:198:18::25]:25.
-    #[arg(long)]
-    server: SocketAddr,
+    /// Server address, e.g. 198.18.0.25:25 or [fd00:198:18::25]:25; comma-separated
+    /// addresses are used round robin per session.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<SocketAddr>,
     #[arg(long, default_value_t = 100)]
     sessions: usize,
     #[arg(long, default_value_t = 10)]
@@ -47,7 +48,7 @@ struct Args {
 fn main() -> Result<()> {
     let a = Args::parse();
     let plan = e2e::loadgen::Plan {
-        server: a.server,
+        servers: a.server,
         sessions: a.sessions,
         concurrency: a.concurrency,
         messages_per_session: a.messages,

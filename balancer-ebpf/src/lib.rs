@@ -22,6 +22,12 @@ pub mod map_names {
     pub const STATS: &str = "STATS";
     pub const DECAP_ADDRS: &str = "DECAP_ADDRS";
     pub const DECAP_STATS: &str = "DECAP_STATS";
+    /// Every address that carries at least one VIP port (kept by the map writer), so that
+    /// fragments without ports can still be recognised as VIP traffic.
+    pub const VIP_ADDRS: &str = "VIP_ADDRS";
+    /// Bitmap of destination ports that at least one VIP uses (kept by the map writer):
+    /// traffic to any other port passes without a hash lookup.
+    pub const VIP_PORTS: &str = "VIP_PORTS";
 }
 
 /// Program names (the `#[xdp]` function names).
@@ -29,6 +35,9 @@ pub mod prog_names {
     pub const BALANCER: &str = "balancer";
     pub const DECAP: &str = "decap";
 }
+
+/// `VIP_PORTS` words: one bit per TCP port.
+pub const VIP_PORT_WORDS: u32 = 65536 / 32;
 
 /// How many VIPs (address + port) one balancer can serve.
 pub const MAX_VIPS: u32 = 64;
@@ -126,6 +135,17 @@ pub struct BackendInfo {
     pub _pad: [u8; 2],
 }
 
+/// Key of `VIP_ADDRS`: a VIP address whatever its port. The value (u32) counts the VIP
+/// ports on it; user space maintains it alongside `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipAddr {
+    pub addr: Addr,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
 /// Key of `FLOWS`: one client connection, in the client-to-VIP direction.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -145,6 +165,12 @@ pub struct FlowKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowValue {
     pub backend_id: u32,
+    /// The flow's `client_hash`, kept so that later packets need not recompute it (it
+    /// varies the outer source address).
+    pub hash: u32,
+    /// The VIP the flow belongs to (its stats slot), so that a flow-table hit needs no
+    /// `VIPS` lookup.
+    pub vip_id: u32,
     pub _pad: u32,
 }
 
@@ -310,6 +336,7 @@ mod pod {
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for DecapAddr {}
+    unsafe impl aya::Pod for VipAddr {}
 }
 
 #[cfg(test)]
@@ -323,11 +350,12 @@ mod tests {
         assert_eq!(size_of::<VipMeta>(), 24);
         assert_eq!(size_of::<BackendInfo>(), 20);
         assert_eq!(size_of::<FlowKey>(), 40);
-        assert_eq!(size_of::<FlowValue>(), 8);
+        assert_eq!(size_of::<FlowValue>(), 16);
         assert_eq!(size_of::<AclData>(), 20);
         assert_eq!(size_of::<SynGuardKey>(), 20);
         assert_eq!(size_of::<LbConfig>(), 36);
         assert_eq!(size_of::<DecapAddr>(), 20);
+        assert_eq!(size_of::<VipAddr>(), 20);
     }
 
     #[test]

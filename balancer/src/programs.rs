@@ -5,3 +5,7 @@ pub static BALANCER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_D
 
 /// ELF object holding the backend-side `decap` XDP program.
 pub static DECAP_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/decap"));
+
+/// ELF object of `tx_peer`, the benchmark peer: a minimal IPIP forwarder (no parsing, no
+/// maps) that `cargo xtask bench xdp` runs beside the balancer.
+pub static TX_PEER_OBJ: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tx_peer"));

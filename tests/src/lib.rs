@@ -11,3 +11,4 @@ pub mod netns;
 pub mod proc;
 pub mod sink;
 pub mod topo;
+pub mod xdp_tier;

@@ -26,8 +26,11 @@ pub fn v4(link: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, link, host)
 }
 
+/// The IPv6 address of `host` on `link`. The link number is written with the same
+/// digits as in IPv4 (link 11 is fd00:198:18:11::/64), so the two read alike.
 pub fn v6(link: u8, host: u16) -> Ipv6Addr {
-    Ipv6Addr::new(0xfd00, 0x198, 0x18, link as u16, 0, 0, 0, host)
+    let seg = u16::from_str_radix(&link.to_string(), 16).expect("decimal digits are hex digits");
+    Ipv6Addr::new(0xfd00, 0x198, 0x18, seg, 0, 0, 0, host)
 }
 
 /// One host namespace on its own link to the router.

@@ -21,6 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
         "network namespaces and veth pairs for the lab and tests",
     ),
     ("iputils-ping", "reachability checks in the lab"),
+    ("curl", "reads the daemons' HTTP endpoints in the lab"),
     ("ethtool", "turns off tx checksum offload on lab veths"),
     ("bpftool", "inspects loaded programs and pinned maps"),
     (

@@ -67,6 +67,10 @@ pub fn run() -> Result<()> {
 
     let privileged = cmd::is_root();
     if privileged {
+        // The end-to-end tests run the workspace's binaries inside lab namespaces.
+        step("build binaries for the end-to-end tests", &mut || {
+            cmd::cargo(&["build", "-p", "balancer", "-p", "e2e", "--bins"])
+        })?;
         for (pkg, pattern) in PRIVILEGED {
             step(&format!("privileged tests of {pkg} (root)"), &mut || {
                 cmd::cargo(&[

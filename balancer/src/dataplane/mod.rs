@@ -24,6 +24,61 @@ pub enum DataPlaneError {
         id: u32,
         max: u32,
     },
+    #[error("allowlist prefix /{prefix_len} of VIP {vip_id}: {reason}")]
+    BadPrefix {
+        vip_id: u32,
+        prefix_len: u8,
+        reason: &'static str,
+    },
+    #[error("loading the {object} eBPF object failed: {source}")]
+    Load {
+        object: &'static str,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("program {program}: {op} failed: {source}")]
+    Program {
+        program: &'static str,
+        op: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("the {object} eBPF object has no map {map}")]
+    MissingMap {
+        object: &'static str,
+        map: &'static str,
+    },
+    #[error("pinning at {path}: {source}")]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("opening pinned {what} at {path}: {reason}")]
+    Adopt {
+        what: &'static str,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not on a bpffs, so pins would not survive; mount one first (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpffs { path: std::path::PathBuf },
+    #[error("program {program}: attached through netlink, not a bpf_link ({reason}); cannot pin")]
+    LinkNotPinnable {
+        program: &'static str,
+        reason: String,
+    },
+    #[error("the {object} eBPF object has no program {program}")]
+    MissingProgram {
+        object: &'static str,
+        program: &'static str,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -51,3 +106,12 @@ pub trait DataPlaneOps {
     /// `STATS` summed over CPUs, `STATS_SIZE` entries.
     fn read_stats(&self) -> Result<Vec<Counter>, DataPlaneError>;
 }
+
+pub mod attach;
+pub mod decap;
+mod keys;
+pub mod xdp;
+
+pub use attach::{AttachMode, RunResult};
+pub use decap::DecapPlane;
+pub use xdp::{LoadOptions, TxPeer, XdpDataPlane};

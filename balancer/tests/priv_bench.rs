@@ -1,0 +1,113 @@
+//! ns/packet of the balancer program under `BPF_PROG_TEST_RUN`, run by
+//! `cargo xtask bench xdp` (ignored in the normal test run: it needs root and a release
+//! build to mean anything). Prints one `BENCH <case> <ns>` line per case.
+//!
+//! Why two methods: a run with a repeat count reuses one buffer, so from its second run
+//! on an encapsulating program sees its own IPIP output (and live-frame mode recycles
+//! pages without copying the input again, with the same effect). Frames the program
+//! leaves untouched (pass, drop) are therefore timed with `repeat` runs per syscall;
+//! frames it rewrites (SYN, established) with one run per syscall on a fresh copy, where
+//! the kernel's timer overhead is in each figure, so the same method on a runt dropped
+//! at the first header is reported beside them as the floor, and `tx_peer` (a minimal
+//! IPIP forwarder) as the peer.
+#![cfg(feature = "privileged")]
+
+mod common;
+
+use balancer::dataplane::{DataPlaneOps, LoadOptions, TxPeer};
+use balancer_ebpf::GlobalCounter as G;
+use common::{packet::*, *};
+use std::{net::IpAddr, time::Duration};
+
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn ns(d: Duration) -> f64 {
+    d.as_nanos() as f64
+}
+
+fn report(name: &str, v: f64) -> f64 {
+    println!("BENCH {name} {v:.1}");
+    v
+}
+
+#[test]
+#[ignore]
+fn bench_xdp() {
+    let repeat = env_u32("BENCH_REPEAT", 1_000_000);
+    let rounds = env_u32("BENCH_ROUNDS", 5);
+    let singles = env_u32("BENCH_SINGLE", 100_000);
+    // Production-size flow table: the LRU's cost depends on it.
+    let opts = LoadOptions {
+        flow_table_size: None,
+        ring_vips: Some(2),
+        pin_dir: None,
+    };
+    let mut lab = Lab::with_opts(0, 0, MTU, opts);
+    let c: IpAddr = CLIENT4.into();
+    let syn = Tcp::new(c, VIP4.into(), 40000, PORT, SYN).frame();
+    let mut est = Tcp::new(c, VIP4.into(), 40001, PORT, PSH_ACK);
+    est.data_len = 64;
+    let est = est.frame();
+    // Record the flows once, as real traffic would.
+    assert_eq!(lab.run(&syn).0, XDP_TX);
+    assert_eq!(lab.run(&est).0, XDP_TX);
+    let pass = Tcp::new(c, "198.18.1.2".parse().unwrap(), 40000, PORT, PSH_ACK).frame();
+    let mut runt = eth(LB_MAC, CLIENT_MAC, &[], ETH_IP);
+    runt.extend([0x45, 0, 0]);
+
+    // Untouched frames: `repeat` runs per syscall, median of `rounds`.
+    let mut repeated = |f: &[u8]| {
+        median(
+            (0..rounds)
+                .map(|_| ns(lab.dp.bench_run(f, repeat, false).unwrap()))
+                .collect(),
+        )
+    };
+    report("non_vip_pass", repeated(&pass));
+    let ssh = Tcp::new(c, "198.18.1.2".parse().unwrap(), 40000, 22, PSH_ACK).frame();
+    report("other_port_pass", repeated(&ssh));
+    report("runt_drop", repeated(&runt));
+
+    // Rewritten frames: one run per syscall, interleaved so that drift hits every case
+    // alike; median over `singles` runs each.
+    let mut peer = TxPeer::load().expect("tx_peer loads");
+    let mut t: [Vec<f64>; 5] = Default::default();
+    for i in 0..singles {
+        let new_syn = {
+            let client = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
+            Tcp::new(client, VIP4.into(), 1024 + (i % 60000) as u16, PORT, SYN).frame()
+        };
+        t[0].push(ns(lab.dp.bench_run(&runt, 1, false).unwrap()));
+        t[1].push(ns(lab.dp.bench_run(&est, 1, false).unwrap()));
+        t[2].push(ns(lab.dp.bench_run(&syn, 1, false).unwrap()));
+        t[3].push(ns(lab.dp.bench_run(&new_syn, 1, false).unwrap()));
+        t[4].push(ns(peer.bench_run(&est, 1, false).unwrap()));
+    }
+    let [floor, e, s, n, p] = t.map(median);
+    report("single_floor", floor);
+    report("established_single", e);
+    report("syn_single", s);
+    report("syn_new_single", n);
+    report("tx_peer_single", p);
+    report("established_net", e - floor);
+    report("syn_net", s - floor);
+    report("syn_new_net", n - floor);
+    // The runs above really took the paths they are named after.
+    let stats = lab.dp.read_stats().unwrap();
+    assert!(stats[G::FlowHit as usize].packets >= u64::from(singles));
+    assert!(stats[G::NewFlow as usize].packets >= 2 * u64::from(singles));
+    assert_eq!(
+        stats[G::Pass as usize].packets,
+        2 * u64::from(repeat) * u64::from(rounds)
+    );
+}

@@ -1,0 +1,176 @@
+//! Life cycle of the real attachment: load pinned, attach to an interface, lose the
+//! process's handles (as a kill -9 would), adopt the pinned set and find the program
+//! still attached with its maps intact, then detach and find every pin gone.
+//!
+//! Runs in a network namespace private to one thread (its `lo`), with a bpffs mounted
+//! on a temporary directory; both are removed by guards, also on failure.
+#![cfg(feature = "privileged")]
+
+mod common;
+
+use balancer::dataplane::{AttachMode, DataPlaneOps, LoadOptions, XdpDataPlane};
+use balancer_ebpf::{FlowKey, GlobalCounter as G};
+use common::{packet::*, *};
+use std::{
+    ffi::CString,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// A bpffs mounted on a fresh temporary directory; unmounted and removed on drop.
+struct BpfFs(PathBuf);
+
+impl BpfFs {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("smtp-lb-bpffs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        let target = c(dir.to_str().unwrap());
+        // SAFETY: plain mount(2) with valid C strings.
+        let rc = unsafe {
+            libc::mount(
+                c("bpf").as_ptr(),
+                target.as_ptr(),
+                c("bpf").as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
+        Self(dir)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.to_str().unwrap()).unwrap();
+        // SAFETY: unmounting the directory mounted in `new`; MNT_DETACH so that a test
+        // failing with pins left behind still cleans up.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn xdp_on_lo() -> String {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", "lo"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pinned_files(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn pinned_program_survives_its_process_handles_and_is_adopted() {
+    let fs = BpfFs::new();
+    let pins = fs.0.join("lb");
+    let pins2 = pins.clone();
+    // The thread's own network namespace: attaching there touches no real interface,
+    // and the namespace dies with the thread.
+    std::thread::spawn(move || {
+        // SAFETY: unshare(2) on this thread only.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        run_life_cycle(&pins2);
+    })
+    .join()
+    .expect("life cycle thread");
+    assert!(pinned_files(&pins).is_empty(), "every pin removed");
+    drop(fs);
+}
+
+fn run_life_cycle(pins: &Path) {
+    let mut lab = Lab::with_opts(
+        0,
+        0,
+        MTU,
+        LoadOptions {
+            pin_dir: Some(pins.to_path_buf()),
+            ..Lab::small()
+        },
+    );
+    lab.dp.attach("lo", AttachMode::Generic).unwrap();
+    assert!(
+        xdp_on_lo().contains("xdpgeneric"),
+        "attached: {}",
+        xdp_on_lo()
+    );
+    let c: IpAddr = CLIENT4.into();
+    assert_eq!(
+        lab.run(&Tcp::new(c, VIP4.into(), 40000, PORT, SYN).frame())
+            .0,
+        XDP_TX
+    );
+    let expected = lab.expected(0, &c, 40000);
+    let files = pinned_files(pins);
+    for f in ["prog", "link", "VIPS", "FLOWS", "RINGS", "CONFIG", "STATS"] {
+        assert!(files.iter().any(|x| x == f), "{f} pinned ({files:?})");
+    }
+
+    // The daemon goes away without detaching (as kill -9 would): handles dropped.
+    let Lab { dp, .. } = lab;
+    drop(dp);
+    assert!(
+        xdp_on_lo().contains("xdpgeneric"),
+        "still attached after the handles went"
+    );
+
+    // A restarted daemon adopts: same flows, same counters, still attached.
+    let mut dp = XdpDataPlane::adopt(pins).expect("adopt the pinned set");
+    let key = FlowKey {
+        src: addr(&c),
+        dst: addr(&VIP4.into()),
+        sport: 40000,
+        dport: PORT,
+        proto: 6,
+        family: family(&c),
+        _pad: [0; 2],
+    };
+    assert_eq!(dp.flow(&key).expect("flow survived").backend_id, expected);
+    assert_eq!(dp.read_stats().unwrap()[G::NewFlow as usize].packets, 1);
+    let r = dp
+        .test_run(&Tcp::new(c, VIP4.into(), 40000, PORT, ACK).frame(), 1)
+        .unwrap();
+    assert_eq!(r.verdict, XDP_TX);
+    assert_eq!(
+        backend_of(&check_encap(&r.data, &[], true).outer_dst),
+        expected
+    );
+    // The adopted plane writes the same maps: a new ring goes live.
+    dp.swap_ring(0, &vec![2; RING as usize]).unwrap();
+    let r = dp
+        .test_run(&Tcp::new(c, VIP4.into(), 40001, PORT, SYN).frame(), 1)
+        .unwrap();
+    assert_eq!(backend_of(&check_encap(&r.data, &[], true).outer_dst), 2);
+
+    dp.detach().unwrap();
+    assert!(!xdp_on_lo().contains("xdp"), "detached: {}", xdp_on_lo());
+    assert!(
+        pinned_files(pins).is_empty(),
+        "pins removed: {:?}",
+        pinned_files(pins)
+    );
+}
+
+#[test]
+fn pinning_outside_a_bpffs_is_refused_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("smtp-lb-not-bpffs-{}", std::process::id()));
+    let r = XdpDataPlane::load(&LoadOptions {
+        pin_dir: Some(dir.clone()),
+        ..Lab::small()
+    });
+    let _ = std::fs::remove_dir(&dir);
+    match r {
+        Err(balancer::dataplane::DataPlaneError::NotBpffs { path }) => assert_eq!(path, dir),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("pinning on a non-bpffs directory was accepted"),
+    }
+}

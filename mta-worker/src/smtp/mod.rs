@@ -1,0 +1,13 @@
+//! The ESMTP server side: protocol parsing is `smtp-proto`'s, this module owns the
+//! session state machine, limits, body checks and replies.
+
+pub mod conn;
+pub mod data;
+pub mod received;
+pub mod reply;
+mod sasl;
+pub mod session;
+pub mod stream;
+mod txn;
+
+pub use reply::Reply;

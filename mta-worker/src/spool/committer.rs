@@ -1,0 +1,192 @@
+//! Group commit. Sessions hand finished records here and wait; one thread takes
+//! everything that queued up meanwhile, appends it to the active segment file and makes
+//! it durable with a single `fdatasync`, whatever the batch size. Under load the batch
+//! grows, so disk flushes per message fall as concurrency rises.
+//!
+//! A segment is appended to until it passes [`SEGMENT_ROLL`] bytes; a new one costs one
+//! extra directory flush for its name. Records are indexed here, before their waiters are
+//! answered, so the index never lags behind what `remove` may look at.
+
+use super::index::Index;
+use super::{Envelope, QueueId};
+use crate::config::FlushMode;
+use crate::metrics::Metrics;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Size after which the next batch starts a new segment.
+pub const SEGMENT_ROLL: u64 = 64 * 1024 * 1024;
+
+/// Where a durable record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Segment file name (the first queue id written to it).
+    pub segment: QueueId,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// One record waiting to become durable.
+pub struct CommitRequest {
+    pub id: QueueId,
+    pub env: Envelope,
+    pub size: u64,
+    pub record: Vec<u8>,
+    pub reply: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// What the commit thread shares with the spool handle.
+pub struct Shared {
+    pub dir: PathBuf,
+    pub index: Arc<Mutex<Index>>,
+    /// Segment being appended to (`u64::MAX` before the first batch); `remove` must never
+    /// delete it.
+    pub active: Arc<AtomicU64>,
+}
+
+struct Active {
+    file: File,
+    id: QueueId,
+    len: u64,
+}
+
+/// Runs until every sender is dropped (the spool is gone).
+pub fn run(
+    rx: Receiver<CommitRequest>,
+    shared: Shared,
+    max_batch: usize,
+    flush: FlushMode,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut active: Option<Active> = None;
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        let started = Instant::now();
+        let n = batch.len();
+        let result = append(&shared, &mut active, &batch, flush);
+        metrics.commit_batch_size.observe(n as f64);
+        metrics
+            .commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(locations) => {
+                let mut index = shared.index.lock().expect("index lock");
+                for (r, loc) in batch.iter_mut().zip(&locations) {
+                    let env = std::mem::replace(&mut r.env, empty_env());
+                    index.insert(r.id, env, r.size, *loc);
+                }
+                drop(index);
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(err = %e, batch = n, "group commit failed; batch not accepted");
+                for r in batch.drain(..) {
+                    let _ = r
+                        .reply
+                        .send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+fn empty_env() -> Envelope {
+    Envelope {
+        sender: String::new(),
+        recipients: Vec::new(),
+        peer: String::new(),
+        helo: String::new(),
+        auth_user: None,
+        received_at: 0,
+        body_8bit: false,
+        smtputf8: false,
+    }
+}
+
+fn flush_file(f: &File, mode: FlushMode) -> std::io::Result<()> {
+    match mode {
+        FlushMode::Fdatasync => f.sync_data(),
+        FlushMode::Syncfs => {
+            // SAFETY: plain syscall on an fd we own.
+            if unsafe { libc::syncfs(f.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+    }
+}
+
+/// Appends the batch and flushes it. On failure the segment is cut back to its last
+/// durable length (or abandoned), so no torn record sits in front of later ones.
+fn append(
+    shared: &Shared,
+    active: &mut Option<Active>,
+    batch: &[CommitRequest],
+    flush: FlushMode,
+) -> std::io::Result<Vec<Location>> {
+    let mut new_segment = false;
+    if active.as_ref().is_none_or(|a| a.len >= SEGMENT_ROLL) {
+        let id = batch[0].id;
+        let file = File::create(shared.dir.join(id.to_string()))?;
+        shared.active.store(id.0, Ordering::SeqCst);
+        *active = Some(Active { file, id, len: 0 });
+        new_segment = true;
+    }
+    let seg = active.as_mut().expect("active segment");
+    let start = seg.len;
+    let res = (|| {
+        let mut locations = Vec::with_capacity(batch.len());
+        let mut offset = start;
+        for r in batch {
+            // Positional writes: after a failed batch is cut back, the next one lands
+            // exactly at the cut.
+            seg.file.write_all_at(&r.record, offset)?;
+            let len = r.record.len() as u64;
+            locations.push(Location {
+                segment: seg.id,
+                offset,
+                len,
+            });
+            offset += len;
+        }
+        flush_file(&seg.file, flush)?;
+        if new_segment {
+            // The segment's name must be durable too, once.
+            sync_dir(&shared.dir)?;
+        }
+        Ok((locations, offset))
+    })();
+    match res {
+        Ok((locations, end)) => {
+            seg.len = end;
+            Ok(locations)
+        }
+        Err(e) => {
+            if seg.file.set_len(start).is_err() || new_segment {
+                *active = None;
+            }
+            Err(e)
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -11,46 +11,7 @@ mod common;
 use balancer::dataplane::{AttachMode, DataPlaneOps, LoadOptions, XdpDataPlane};
 use balancer_ebpf::{FlowKey, GlobalCounter as G};
 use common::{packet::*, *};
-use std::{
-    ffi::CString,
-    net::IpAddr,
-    path::{Path, PathBuf},
-    process::Command,
-};
-
-/// A bpffs mounted on a fresh temporary directory; unmounted and removed on drop.
-struct BpfFs(PathBuf);
-
-impl BpfFs {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("smtp-lb-bpffs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let c = |s: &str| CString::new(s).unwrap();
-        let target = c(dir.to_str().unwrap());
-        // SAFETY: plain mount(2) with valid C strings.
-        let rc = unsafe {
-            libc::mount(
-                c("bpf").as_ptr(),
-                target.as_ptr(),
-                c("bpf").as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
-        Self(dir)
-    }
-}
-
-impl Drop for BpfFs {
-    fn drop(&mut self) {
-        let target = CString::new(self.0.to_str().unwrap()).unwrap();
-        // SAFETY: unmounting the directory mounted in `new`; MNT_DETACH so that a test
-        // failing with pins left behind still cleans up.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
+use std::{net::IpAddr, path::Path, process::Command};
 
 fn xdp_on_lo() -> String {
     let out = Command::new("ip")
@@ -71,7 +32,7 @@ fn pinned_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn pinned_program_survives_its_process_handles_and_is_adopted() {
-    let fs = BpfFs::new();
+    let fs = BpfFs::new("pins");
     let pins = fs.0.join("lb");
     let pins2 = pins.clone();
     // The thread's own network namespace: attaching there touches no real interface,

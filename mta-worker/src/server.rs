@@ -46,14 +46,28 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
+/// A listening socket; IPv6 ones are IPv6-only, so that `0.0.0.0:25` and `[::]:25` can be
+/// configured side by side (as Postfix does).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    TcpListener::from_std(sock.into())
+}
+
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, StartError> {
         let mut smtp = Vec::new();
         for l in &config.listeners {
             for &addr in &l.addresses {
-                let sock = TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                let sock =
+                    bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?;
                 smtp.push((l.role, sock));
             }
         }
@@ -106,6 +120,7 @@ pub fn build_shared(config: Config) -> Result<Arc<Shared>, StartError> {
         users,
         reception,
         per_ip: Arc::new(PerIp::default()),
+        delivery: std::sync::OnceLock::new(),
     }))
 }
 

@@ -18,6 +18,8 @@ pub struct Shared {
     pub users: Option<Arc<Users>>,
     pub reception: ReceptionLog,
     pub per_ip: Arc<PerIp>,
+    /// The outbound dispatcher, once started (status and metrics report it).
+    pub delivery: std::sync::OnceLock<crate::delivery::DispatcherHandle>,
 }
 
 /// Open connections per client address.

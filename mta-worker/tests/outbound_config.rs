@@ -90,3 +90,18 @@ fn reload_validates_first_and_keeps_the_old_config_on_error() {
     h.reload(&p).unwrap();
     assert_eq!(h.get().shaping("x").max_connections, 7);
 }
+
+#[test]
+fn every_shipped_outbound_example_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name == "shaping.toml" || (name.contains("outbound") && name.ends_with(".toml")) {
+            shaping::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod frontdoor;
 pub mod loadgen;
+pub mod mail_lab;
 pub mod netns;
 pub mod proc;
 pub mod sink;

@@ -297,5 +297,16 @@ pub fn down(prefix: &str) -> usize {
     for n in &names {
         netns::delete(n);
     }
+    // Pinned XDP programs and maps of the lab's balancers (see `xdp_tier`).
+    if let Ok(rd) = std::fs::read_dir(crate::xdp_tier::BPFFS) {
+        for e in rd.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     names.len()
 }

@@ -7,6 +7,8 @@ mod bench_relay;
 mod bench_report;
 mod bench_xdp;
 mod cmd;
+mod demo;
+mod interrupt;
 mod lab;
 mod setup;
 mod svg;
@@ -37,6 +39,9 @@ enum Command {
     },
     /// Run the whole suite: fmt, clippy, unit tests, BPF TestRun tests, namespace tests.
     Test,
+    /// Build, bring up the lab, send mail through the VIP with a live summary, kill a
+    /// backend, drain another, report, tear down.
+    Demo,
     /// Bring the lab topology (network namespaces on this host) up or down, or show it.
     Lab {
         #[command(subcommand)]
@@ -115,6 +120,7 @@ fn main() -> Result<()> {
             cmd::cargo(&args)
         }
         Command::Test => test::run(),
+        Command::Demo => demo::run(),
         Command::Lab { action } => match action {
             LabAction::Up => lab::up(),
             LabAction::Down => lab::down(),

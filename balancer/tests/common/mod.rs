@@ -15,7 +15,9 @@ use balancer_ebpf::{
     BACKEND_F_VALID, CONFIG_F_READY, VIP_F_STICKY,
 };
 use packet::{csum, LB_MAC};
+use std::ffi::CString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -275,4 +277,38 @@ pub fn expected_src6(h: u32) -> IpAddr {
 
 pub fn flow_hash(client: &IpAddr, port: u16) -> u32 {
     client_hash(&addr(client), port, FLOW_HASH_SEED)
+}
+
+/// A bpffs mounted on a fresh temporary directory; unmounted and removed on drop.
+pub struct BpfFs(pub PathBuf);
+
+impl BpfFs {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("smtp-lb-bpffs-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = |s: &str| CString::new(s).unwrap();
+        let target = c(dir.to_str().unwrap());
+        // SAFETY: plain mount(2) with valid C strings.
+        let rc = unsafe {
+            libc::mount(
+                c("bpf").as_ptr(),
+                target.as_ptr(),
+                c("bpf").as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
+        Self(dir)
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.to_str().unwrap()).unwrap();
+        // SAFETY: unmounting the directory mounted in `new`; MNT_DETACH so that a test
+        // failing with pins left behind still cleans up.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }

@@ -49,13 +49,15 @@ async fn handle(shared: &Shared, mut sock: TcpStream) -> std::io::Result<()> {
             "application/json",
             serde_json::to_string(&Status::collect(shared)).unwrap_or_default(),
         ),
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            shared
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", {
+            let mut m = shared
                 .metrics
-                .render(shared.spool.queue_depth(), shared.spool.bytes()),
-        ),
+                .render(shared.spool.queue_depth(), shared.spool.bytes());
+            if let Some(d) = shared.delivery.get() {
+                m.push_str(&d.metrics());
+            }
+            m
+        }),
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => (
             "405 Method Not Allowed",

@@ -14,7 +14,7 @@ pub struct Status {
     pub queue_depth_by_domain: BTreeMap<String, u64>,
     /// Open SMTP sessions.
     pub active_sessions: u64,
-    /// Outbound deliveries in progress (0 until the outbound side exists).
+    /// Outbound connections delivering right now (0 when outbound is not configured).
     pub active_deliveries: u64,
     /// Bytes of queued message data.
     pub spool_bytes: u64,
@@ -26,7 +26,11 @@ impl Status {
             queue_depth: shared.spool.queue_depth(),
             queue_depth_by_domain: shared.spool.depth_by_domain(),
             active_sessions: shared.metrics.sessions_active.load(Relaxed),
-            active_deliveries: 0,
+            active_deliveries: shared
+                .delivery
+                .get()
+                .map(|d| d.active_connections())
+                .unwrap_or(0),
             spool_bytes: shared.spool.bytes(),
         }
     }

@@ -41,6 +41,27 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Outbound delivery; without this table the worker only accepts and spools mail.
+    pub outbound: Option<OutboundConfig>,
+}
+
+/// `[outbound]`: where the delivery side's own file is, and its admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// The outbound file: DNS, shaping, backoff, pools, transport, DKIM (see
+    /// `mta-worker/examples/shaping.toml`). Re-read on SIGHUP; a bad file changes nothing.
+    pub file: PathBuf,
+    /// Queue admin API (`GET /queues`, suspend, resume, flush, bounce); loopback by default.
+    #[serde(default = "default_outbound_admin")]
+    pub admin_listen: SocketAddr,
+    /// File holding the bearer token that mutating admin requests must present; without
+    /// it every mutating request is refused (401).
+    pub token_file: Option<PathBuf>,
+}
+
+fn default_outbound_admin() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8026))
 }
 
 /// Spool location and group-commit tuning.

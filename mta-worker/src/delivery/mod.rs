@@ -201,6 +201,12 @@ impl DispatcherHandle {
         self.shared.state.lock().expect("state lock").depth()
     }
 
+    /// Outbound connections open right now, over all sites.
+    pub fn active_connections(&self) -> u64 {
+        let st = self.shared.state.lock().expect("state lock");
+        st.sites.values().map(|s| u64::from(s.active)).sum()
+    }
+
     /// Prometheus text for the outbound counters.
     pub fn metrics(&self) -> String {
         self.shared.counters.render()

@@ -15,6 +15,20 @@ pub struct MailDomain {
     pub addr6: Ipv6Addr,
 }
 
+/// The lab's mail domains: `{isp}.test` with MX `mx1.{isp}.test` on each ISP host.
+pub fn lab_domains(lab: &crate::topo::Lab) -> Vec<MailDomain> {
+    lab.isps
+        .iter()
+        .zip(crate::topo::ISP_NAMES)
+        .map(|(h, name)| MailDomain {
+            domain: format!("{name}.test"),
+            mx_host: format!("mx1.{name}.test"),
+            addr4: h.addr4(),
+            addr6: h.addr6(),
+        })
+        .collect()
+}
+
 /// Starts dnsmasq in `ns`, listening on `listen` only, answering from `domains` and
 /// refusing to forward anything (no upstream, no /etc/hosts, no resolv.conf).
 pub fn start(

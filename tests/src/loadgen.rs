@@ -262,6 +262,22 @@ fn body(plan: &Plan, message_id: &str, rcpt: &str) -> Vec<u8> {
     b
 }
 
+/// Runs the `smtp-load` binary (built next to the caller) inside `ns` with `args` and
+/// returns its JSON report; fails if it cannot run or exits non-zero.
+pub fn run_in(ns: &crate::netns::Netns, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let bin = crate::xdp_tier::bin(&crate::xdp_tier::bin_dir(), "smtp-load")?;
+    let out = ns
+        .command(bin.to_str().unwrap_or("smtp-load"))
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "smtp-load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

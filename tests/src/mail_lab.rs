@@ -50,17 +50,7 @@ impl MailLab {
     /// backend answers its SMTP health check).
     pub fn start(lab: &Lab, bins: &Path, work: &Path) -> Result<MailLab> {
         std::fs::create_dir_all(work)?;
-        let domains: Vec<dns::MailDomain> = lab
-            .isps
-            .iter()
-            .zip(ISP_NAMES)
-            .map(|(h, name)| dns::MailDomain {
-                domain: format!("{name}.test"),
-                mx_host: format!("mx1.{name}.test"),
-                addr4: h.addr4(),
-                addr6: h.addr6(),
-            })
-            .collect();
+        let domains = dns::lab_domains(lab);
         let dns = dns::start(
             &lab.dns.ns,
             lab.dns.addr4(),

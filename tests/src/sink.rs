@@ -73,6 +73,38 @@ fn args(cmd: &mut std::process::Command, listen: &str, dir: &Path, extra: &[&str
     cmd.args([listen, "256"]);
 }
 
+/// One sink per backend of the lab on `listen` (e.g. "0.0.0.0:25"), dumping into
+/// `dir/{name}{i}{suffix}`.
+pub fn start_per_backend(
+    lab: &crate::topo::Lab,
+    listen: &str,
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+) -> Result<Vec<Sink>> {
+    lab.mtas
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            start(
+                &m.ns,
+                listen,
+                &dir.join(format!("{name}{}{suffix}", i + 1)),
+                &[],
+            )
+        })
+        .collect()
+}
+
+/// The Message-ID of a dumped message (the load generator makes each one unique).
+pub fn message_id(r: &Received) -> String {
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: <"))
+        .map(|l| l.trim_end_matches('>').to_string())
+        .unwrap_or_default()
+}
+
 /// Reads every message dumped so far.
 pub fn read_dumps(dir: &Path) -> Result<Vec<Received>> {
     let mut out = Vec::new();

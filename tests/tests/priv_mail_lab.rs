@@ -3,33 +3,16 @@
 //! (found through the lab's DNS server) from their own egress addresses. Needs root.
 #![cfg(feature = "privileged")]
 
-use e2e::{mail_lab::MailLab, proc::wait_until, sink::Received, topo, xdp_tier::bin_dir};
+use e2e::{mail_lab::MailLab, proc::wait_until, sink::message_id, topo, xdp_tier::bin_dir};
 use std::collections::HashMap;
 use std::time::Duration;
 
 const RCPTS: &str = "alice@gmail.test,bob@outlook.test,carol@yahoo.test";
 
 fn load(ns: &e2e::netns::Netns, server: &str, args: &[&str]) -> serde_json::Value {
-    let out = ns
-        .command(bin_dir().join("smtp-load").to_str().unwrap())
-        .args(["--server", server, "--to", RCPTS])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn message_id(r: &Received) -> String {
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix("Message-ID: <"))
-        .map(|l| l.trim_end_matches('>').to_string())
-        .unwrap_or_default()
+    let mut all = vec!["--server", server, "--to", RCPTS];
+    all.extend_from_slice(args);
+    e2e::loadgen::run_in(ns, &all).unwrap()
 }
 
 /// Message-ID → (times delivered, ISP index), over every ISP sink.

@@ -26,20 +26,7 @@ fn bed(tag: &str) -> Bed {
     )
     .expect("lab up");
     let dir = tempfile::tempdir().unwrap();
-    let sinks = lab
-        .mtas
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            sink::start(
-                &m.ns,
-                "0.0.0.0:25",
-                &dir.path().join(format!("mta{i}")),
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let sinks = sink::start_per_backend(&lab, "0.0.0.0:25", dir.path(), "mta", "").unwrap();
     Bed {
         lab,
         sinks,
@@ -48,25 +35,23 @@ fn bed(tag: &str) -> Bed {
 }
 
 fn send(lab: &topo::Lab, n: usize) -> serde_json::Value {
-    let out = lab
-        .client
-        .ns
-        .command(env!("CARGO_BIN_EXE_smtp-load"))
-        .args([
+    let server = format!("{}:25", topo::VIP4);
+    let n = n.to_string();
+    e2e::loadgen::run_in(
+        &lab.client.ns,
+        &[
             "--server",
-            &format!("{}:25", topo::VIP4),
+            &server,
             "--sessions",
-            &n.to_string(),
-        ])
-        .args(["--concurrency", "10", "--timeout", "10", "--summary-only"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+            &n,
+            "--concurrency",
+            "10",
+            "--timeout",
+            "10",
+            "--summary-only",
+        ],
+    )
+    .unwrap()
 }
 
 fn per_backend(b: &Bed, n: usize) -> Vec<usize> {

@@ -33,34 +33,8 @@ fn bed(tag: &str, balancers: u8) -> Bed {
     )
     .expect("lab up");
     let work = tempfile::tempdir().unwrap();
-    let sinks = lab
-        .mtas
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            sink::start(
-                &m.ns,
-                "0.0.0.0:25",
-                &work.path().join(format!("sink{}", i + 1)),
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
-    let sinks6 = lab
-        .mtas
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            sink::start(
-                &m.ns,
-                "[::]:25",
-                &work.path().join(format!("sink{}-v6", i + 1)),
-                &[],
-            )
-            .unwrap()
-        })
-        .collect();
+    let sinks = sink::start_per_backend(&lab, "0.0.0.0:25", work.path(), "sink", "").unwrap();
+    let sinks6 = sink::start_per_backend(&lab, "[::]:25", work.path(), "sink", "-v6").unwrap();
     let tier =
         XdpTier::start(&lab, &bin_dir(), &work.path().join("tier")).expect("XDP tier starts");
     Bed {
@@ -72,21 +46,11 @@ fn bed(tag: &str, balancers: u8) -> Bed {
     }
 }
 
-/// Runs smtp-load in the client namespace (or another) and returns its JSON report.
+/// Runs smtp-load in `ns` against `server` with a summary-only report.
 fn load(ns: &e2e::netns::Netns, server: &str, args: &[&str]) -> serde_json::Value {
-    let bin = bin_dir().join("smtp-load");
-    let out = ns
-        .command(bin.to_str().unwrap())
-        .args(["--server", server, "--summary-only"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut all = vec!["--server", server, "--summary-only"];
+    all.extend_from_slice(args);
+    e2e::loadgen::run_in(ns, &all).unwrap()
 }
 
 /// Messages received per backend (its IPv4 and IPv6 sinks together), once `total` arrived.

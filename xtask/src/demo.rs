@@ -6,7 +6,7 @@
 
 use crate::{cmd, setup};
 use anyhow::{Context, Result};
-use e2e::{mail_lab::MailLab, sink::Received, topo};
+use e2e::{mail_lab::MailLab, sink::message_id, topo};
 use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Child, Stdio};
@@ -303,14 +303,6 @@ impl Demo<'_> {
         );
         Ok(())
     }
-}
-
-fn message_id(r: &Received) -> String {
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .find_map(|l| l.strip_prefix("Message-ID: <"))
-        .map(|l| l.trim_end_matches('>').to_string())
-        .unwrap_or_default()
 }
 
 /// Removes the lab's namespaces and the work directory, also when the demo fails.

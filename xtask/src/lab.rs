@@ -23,17 +23,7 @@ pub fn up() -> Result<()> {
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     let mut lab = topo::Lab::up(PREFIX, topo::Shape::default())?;
-    let domains: Vec<dns::MailDomain> = lab
-        .isps
-        .iter()
-        .zip(topo::ISP_NAMES)
-        .map(|(h, name)| dns::MailDomain {
-            domain: format!("{name}.test"),
-            mx_host: format!("mx1.{name}.test"),
-            addr4: h.addr4(),
-            addr6: h.addr6(),
-        })
-        .collect();
+    let domains = dns::lab_domains(&lab);
     let dns = dns::start(&lab.dns.ns, lab.dns.addr4(), &domains, &dir.join("dns.log"))?;
     dns.detach();
     for (h, name) in lab.isps.iter().zip(topo::ISP_NAMES) {

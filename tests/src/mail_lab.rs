@@ -24,6 +24,7 @@ pub struct MailLab {
     pub workers: Vec<Worker>,
     pub tier: XdpTier,
     worker_bin: PathBuf,
+    kept: bool,
 }
 
 fn examples() -> PathBuf {
@@ -122,6 +123,7 @@ impl MailLab {
             workers,
             tier,
             worker_bin,
+            kept: false,
         })
     }
 
@@ -181,8 +183,26 @@ fn wait_listening(ns: &Netns, log: &Path) -> Result<()> {
     Ok(())
 }
 
+impl MailLab {
+    /// Leaves everything running after the guard drops (`xtask lab up`).
+    pub fn keep(&mut self) {
+        self.kept = true;
+        self.dns.release();
+        for s in &mut self.isps {
+            s.guard.release();
+        }
+        for w in &mut self.workers {
+            w.guard.release();
+        }
+        self.tier.keep();
+    }
+}
+
 impl Drop for MailLab {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         for w in &mut self.workers {
             w.guard.stop(Duration::from_secs(3));
         }

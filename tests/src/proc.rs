@@ -52,6 +52,11 @@ impl ChildGuard {
         self.child.take().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Like `detach`, through a reference (for guards inside structs that have a Drop).
+    pub fn release(&mut self) {
+        self.child.take();
+    }
+
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -65,6 +65,7 @@ pub struct XdpTier {
     pub passes: Vec<ChildGuard>,
     pub token: String,
     balancer_bin: PathBuf,
+    kept: bool,
 }
 
 /// The shipped lab config with the per-host paths replaced.
@@ -106,6 +107,7 @@ impl XdpTier {
             passes: Vec::new(),
             token,
             balancer_bin: balancer_bin.clone(),
+            kept: false,
         };
         for m in &lab.mtas {
             let mut c = m.ns.command(&bb);
@@ -248,8 +250,25 @@ pub fn all_backends_up(status: &serde_json::Value) -> bool {
     n > 0 && n == up
 }
 
+impl XdpTier {
+    /// Leaves every daemon and program running after the guard drops (`xtask lab up`;
+    /// `lab down` removes them with the namespaces and pins).
+    pub fn keep(&mut self) {
+        self.kept = true;
+        for b in &mut self.balancers {
+            b.guard.release();
+        }
+        for g in self.decaps.iter_mut().chain(self.passes.iter_mut()) {
+            g.release();
+        }
+    }
+}
+
 impl Drop for XdpTier {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         for b in &mut self.balancers {
             b.guard.stop(Duration::from_secs(2));
             // The program, link and maps outlive the daemon by design (pinned): remove them.

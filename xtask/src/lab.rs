@@ -1,9 +1,10 @@
-//! `cargo xtask lab up|down|status`: the lab topology of `e2e::topo` on this host, left
-//! running for exploration. `down` removes every lab namespace (and with them every
+//! `cargo xtask lab up|down|status`: the lab of `e2e::topo` on this host with all its
+//! services (DNS, ISP sinks, mta-workers, the XDP balancers behind ECMP), left running for
+//! exploration. `down` removes every lab namespace (and with them every
 //! process, veth and XDP attachment inside), also after a failed or interrupted `up`.
 
 use anyhow::{Context, Result};
-use e2e::{dns, sink, topo};
+use e2e::{mail_lab::MailLab, topo};
 use std::path::PathBuf;
 
 /// Namespace prefix of the interactive lab (tests use their own prefixes).
@@ -22,19 +23,23 @@ pub fn up() -> Result<()> {
     down_quiet();
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    crate::setup::ensure()?;
+    crate::cmd::cargo(&[
+        "build",
+        "-p",
+        "balancer",
+        "-p",
+        "mta-worker",
+        "-p",
+        "e2e",
+        "--bins",
+    ])?;
+    crate::interrupt::cleanup_on_signal(PREFIX);
     let mut lab = topo::Lab::up(PREFIX, topo::Shape::default())?;
-    let domains = dns::lab_domains(&lab);
-    let dns = dns::start(&lab.dns.ns, lab.dns.addr4(), &domains, &dir.join("dns.log"))?;
-    dns.detach();
-    for (h, name) in lab.isps.iter().zip(topo::ISP_NAMES) {
-        let s = sink::start(
-            &h.ns,
-            &format!("{}:25", h.addr4()),
-            &dir.join(format!("sink-{name}")),
-            &[],
-        )?;
-        s.guard.detach();
-    }
+    // DNS, the ISP sinks, a worker per backend and the XDP tier, with the shipped configs.
+    let mut ml = MailLab::start(&lab, &crate::cmd::root().join("target/debug"), &dir)
+        .context("starting the lab's services")?;
+    ml.keep();
     lab.keep();
     println!(
         "lab: up ({} namespaces, prefix {PREFIX}-)",
@@ -65,7 +70,20 @@ fn print_plan(lab: &topo::Lab) {
         lab.dns.addr4(),
         lab.dns.ns.name()
     );
-    println!("  state          {}", state_dir().display());
+    println!(
+        "  state          {}  (configs, logs, spools, ISP dumps)",
+        state_dir().display()
+    );
+    println!(
+        "  try            ip netns exec {} swaks --server {} --to you@gmail.test",
+        lab.client.ns.name(),
+        topo::VIP4
+    );
+    println!(
+        "                 ip netns exec {} target/debug/balancer status --config {}/tier/lb1.toml",
+        lab.lbs[0].ns.name(),
+        state_dir().display()
+    );
 }
 
 fn down_quiet() -> usize {

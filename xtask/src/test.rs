@@ -54,7 +54,7 @@ pub fn run() -> Result<()> {
     step("vagrant validate", &mut || {
         let vagrant_dir = cmd::root().join("vagrant");
         let status = std::process::Command::new("vagrant")
-            .args(["validate", "--ignore-provider"])
+            .arg("validate")
             .current_dir(vagrant_dir)
             .status()?;
         anyhow::ensure!(status.success(), "vagrant validate failed");

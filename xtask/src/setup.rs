@@ -37,7 +37,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("openssl", "test certificates"),
     ("vagrant", "validates vagrant/Vagrantfile"),
-    ("vagrant-libvirt", "the Vagrantfile's default provider (vagrant validate needs one)"),
+    (
+        "vagrant-libvirt",
+        "the Vagrantfile's default provider (vagrant validate needs one)",
+    ),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

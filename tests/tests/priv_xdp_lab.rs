@@ -355,29 +355,44 @@ fn drain_stops_new_sessions_and_a_dead_backend_is_skipped() {
 fn ecmp_move_between_balancers_keeps_every_session_on_its_backend() {
     let b = bed("e", 2);
     let v4 = format!("{}:25", topo::VIP4);
-    let bg = background_load(
+    // Long sessions (100 messages of 64 KiB each) so that flows are mid-stream when the
+    // route changes.
+    let mut bg = background_load(
         &b.lab.client.ns,
         &v4,
         &[
             "--sessions",
-            "40",
+            "16",
             "--concurrency",
             "8",
+            "--messages",
+            "100",
             "--size",
-            "1048576",
+            "65536",
             "--timeout",
             "20",
         ],
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // Both balancers carry established flows of the running sessions.
+    assert!(
+        wait_until(Duration::from_secs(10), || counter(&b, 0, "flow_hit") > 200
+            && counter(&b, 1, "flow_hit") > 200),
+        "ECMP spreads flows over both balancers"
+    );
+    let misses_before = counter(&b, 1, "flow_miss");
     // Withdraw lb1 from the multipath route: its flows move to lb2 mid-stream.
     b.lab.route_vip_to(&[1]).unwrap();
-    let r = finish(bg);
-    assert_eq!(r["messages_accepted"], 40, "{r}");
-    assert_eq!(r["sessions_failed"], 0, "{r}");
-    // lb2 picked the flows up from the consistent hash (flow-table misses), not from state.
     assert!(
-        counter(&b, 1, "flow_miss") > 0,
+        bg.try_wait().unwrap().is_none(),
+        "sessions still running at the move"
+    );
+    let r = finish(bg);
+    assert_eq!(r["messages_accepted"], 1600, "{r}");
+    assert_eq!(r["sessions_failed"], 0, "{r}");
+    // lb2 picked lb1's flows up from the consistent hash (flow-table misses), not from
+    // shared state, and sent them to the same backends: no session broke.
+    assert!(
+        counter(&b, 1, "flow_miss") > misses_before,
         "lb2 saw mid-stream packets of lb1's flows"
     );
 }

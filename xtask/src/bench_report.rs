@@ -264,9 +264,90 @@ pub fn write_lb(
         md,
         "(CPU µs per session equals CPU ms per 1,000 sessions.)\n"
     );
+    write_project_overview(docs, &bench_dir, &mut md)?;
     let _ = writeln!(md, "Other figures of the project (XDP ns/packet from `cargo xtask bench xdp`, the MTA's from `cargo xtask bench mta-ingest`) are in [benchmarks-xdp.md](benchmarks-xdp.md) and [benchmarks-mta.md](benchmarks-mta.md).");
     std::fs::write(docs.join("benchmarks.md"), md)?;
     println!("bench lb: wrote {}", docs.join("benchmarks.md").display());
+    Ok(())
+}
+
+/// Rows `| label | number | ...` of the first markdown table in `text` whose header
+/// starts with `first_header`: (label, value of column `col`).
+fn table_rows(
+    text: &str,
+    first_header: &str,
+    label_cols: &[usize],
+    col: usize,
+) -> Vec<(String, f64)> {
+    let mut rows = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        if !line.trim_start().starts_with('|') {
+            if inside {
+                break;
+            }
+            continue;
+        }
+        if !inside {
+            inside = cells.first() == Some(&first_header);
+            continue;
+        }
+        let value = cells
+            .get(col)
+            .and_then(|v| v.trim_end_matches('x').parse::<f64>().ok());
+        if let Some(v) = value {
+            let label: Vec<&str> = label_cols
+                .iter()
+                .filter_map(|&c| cells.get(c).copied())
+                .collect();
+            rows.push((label.join(", "), v));
+        }
+    }
+    rows
+}
+
+/// Charts the other benchmarks' published figures (XDP ns/packet, MTA ingest ratio) so
+/// that this page shows where the whole project stands.
+fn write_project_overview(docs: &Path, bench_dir: &Path, md: &mut String) -> Result<()> {
+    let _ = writeln!(md, "## Where the project stands\n");
+    if let Ok(xdp) = std::fs::read_to_string(docs.join("benchmarks-xdp.md")) {
+        let rows = table_rows(&xdp, "case", &[0], 1);
+        if !rows.is_empty() {
+            std::fs::write(
+                bench_dir.join("xdp-ns.svg"),
+                svg::bar_chart(
+                    "XDP program, ns per packet (BPF_PROG_TEST_RUN)",
+                    "ns per packet",
+                    &rows,
+                ),
+            )?;
+            let _ = writeln!(md, "![XDP ns/packet](bench/xdp-ns.svg)\n");
+        }
+    }
+    if let Ok(mta) = std::fs::read_to_string(docs.join("benchmarks-mta.md")) {
+        let rows = table_rows(&mta, "payload", &[0, 1], 5);
+        if !rows.is_empty() {
+            let rows: Vec<(String, f64)> = rows
+                .into_iter()
+                .map(|(l, v)| (format!("{l} sessions"), v))
+                .collect();
+            std::fs::write(
+                bench_dir.join("mta-ingest.svg"),
+                svg::bar_chart(
+                    "mta-worker accepted msg/s, × Postfix (same run)",
+                    "ratio to Postfix",
+                    &rows,
+                ),
+            )?;
+            let _ = writeln!(md, "![MTA ingest ratio](bench/mta-ingest.svg)\n");
+        }
+    }
     Ok(())
 }
 
@@ -296,6 +377,23 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, f64::NAN, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn reads_the_other_benchmarks_tables() {
+        let md = "text\n\n| case | ns/packet | what |\n| --- | ---: | --- |\n| established | 46 | x |\n| SYN | 277 | y |\n\nafter\n| case | 1 |\n";
+        assert_eq!(
+            table_rows(md, "case", &[0], 1),
+            vec![
+                ("established".to_string(), 46.0),
+                ("SYN".to_string(), 277.0)
+            ]
+        );
+        let mta = "| payload | sessions | m | w | p | ratio |\n|---:|---:|\n| 2 KiB | 20 | 1 | 2 | 3 | 13.7x |\n";
+        assert_eq!(
+            table_rows(mta, "payload", &[0, 1], 5),
+            vec![("2 KiB, 20".to_string(), 13.7)]
+        );
     }
 
     #[test]

@@ -184,8 +184,12 @@ fn measure(
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let ok = report["sessions_ok"].as_u64().unwrap_or(0) as f64;
     let host = (host_busy_ns()? - host0) as f64;
+    let prog_ns = match door {
+        Door::Xdp => (prog_run_ns(xdp)? - bpf0) as f64,
+        _ => f64::NAN,
+    };
     let lb_cpu_ns = match door {
-        Door::Xdp => (prog_run_ns(xdp)? - bpf0) as f64 + (proc_cpu_ns(daemon_pid) - daemon0) as f64,
+        Door::Xdp => prog_ns + (proc_cpu_ns(daemon_pid) - daemon0) as f64,
         Door::Haproxy => (proc_cpu_ns(haproxy_pid) - hap0) as f64,
         // nftables has no process of its own: its cost is estimated from host CPU over the
         // direct baseline when the report is made (see bench_report).
@@ -202,6 +206,7 @@ fn measure(
         p50_ms: report["session_ms_p50"].as_f64().unwrap_or(0.0),
         p99_ms: report["session_ms_p99"].as_f64().unwrap_or(0.0),
         lb_cpu_us_per_session: lb_cpu_ns / ok.max(1.0) / 1e3,
+        prog_us_per_session: prog_ns / ok.max(1.0) / 1e3,
         host_cpu_us_per_session: host / ok.max(1.0) / 1e3,
     })
 }

@@ -41,6 +41,8 @@ pub struct Measurement {
     /// CPU of the front door itself per session (XDP: program run time + daemon; HAProxy:
     /// process CPU). NaN where it has no process of its own (nftables).
     pub lb_cpu_us_per_session: f64,
+    /// XDP only: the program's own run time per session (the rest is the daemon).
+    pub prog_us_per_session: f64,
     /// Busy CPU of the whole host per session.
     pub host_cpu_us_per_session: f64,
 }
@@ -162,13 +164,20 @@ pub fn write_lb(
             );
         }
     }
+    let _ = writeln!(md, "\nOf the XDP figure, the program itself (BPF run time) takes, by concurrency: {}; the rest is the daemon's CPU (health checks of six backends every 250 ms, a constant per second, measured in 10 ms clock ticks over sub-second runs).", levels.iter().map(|&c| format!("{c}: {:.2} µs", median(of(short, Door::Xdp, c).iter().map(|m| m.prog_us_per_session).collect()))).collect::<Vec<_>>().join(", "));
     let _ = writeln!(md, "\n## Ratios (per-round pairs; median, [min, max])\n");
-    let _ = writeln!(md, "| concurrency | HAProxy CPU / XDP CPU | nftables CPU / XDP CPU | XDP sessions/s / best peer |");
-    let _ = writeln!(md, "| --- | --- | --- | --- |");
+    let _ = writeln!(md, "| concurrency | HAProxy CPU / XDP CPU | nftables CPU / XDP CPU | HAProxy CPU / XDP program only | nftables CPU / XDP program only | XDP sessions/s / best peer |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
     for &c in &levels {
         let x = door_cpu(short, Door::Xdp, c);
         let h = pair_ratios(&x, &door_cpu(short, Door::Haproxy, c));
         let n = pair_ratios(&x, &door_cpu(short, Door::Nftables, c));
+        let prog: Vec<f64> = of(short, Door::Xdp, c)
+            .iter()
+            .map(|m| m.prog_us_per_session)
+            .collect();
+        let hp = pair_ratios(&prog, &door_cpu(short, Door::Haproxy, c));
+        let np = pair_ratios(&prog, &door_cpu(short, Door::Nftables, c));
         let rate = |d| {
             of(short, d, c)
                 .iter()
@@ -185,7 +194,15 @@ pub fn write_lb(
             let (lo, hi) = spread(v);
             format!("{:.1} [{:.1}, {:.1}]", median(v.to_vec()), lo, hi)
         };
-        let _ = writeln!(md, "| {c} | {} | {} | {} |", f(&h), f(&n), f(&tp));
+        let _ = writeln!(
+            md,
+            "| {c} | {} | {} | {} | {} | {} |",
+            f(&h),
+            f(&n),
+            f(&hp),
+            f(&np),
+            f(&tp)
+        );
     }
     let _ = writeln!(md, "\n## Large messages\n");
     let _ = writeln!(

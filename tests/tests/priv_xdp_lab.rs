@@ -316,19 +316,54 @@ fn drain_stops_new_sessions_and_a_dead_backend_is_skipped() {
     let mut b = bed("r", 1);
     let v4 = format!("{}:25", topo::VIP4);
     let lb = &b.lab.lbs[0];
+    let new_flows = |i: usize| -> u64 {
+        b.tier.status(&lb.ns, 0).unwrap()["vips"][0]["backends"][i]["new_flows"]
+            .as_u64()
+            .unwrap()
+    };
+    // Long sessions (60 messages each) are open on every backend when mta3 is drained.
+    let mut open = background_load(
+        &b.lab.client.ns,
+        &v4,
+        &[
+            "--sessions",
+            "12",
+            "--concurrency",
+            "12",
+            "--messages",
+            "60",
+            "--size",
+            "16384",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || new_flows(2) > 0
+            && counts(&b, 0)[2] > 0),
+        "mta3 has open sessions"
+    );
     b.tier.ctl(&lb.ns, 0, &["drain", "mta3"]).unwrap();
-    let before = counts(&b, 0);
+    let mta3_sessions = new_flows(2);
+    assert!(
+        open.try_wait().unwrap().is_none(),
+        "sessions still open at the drain"
+    );
     let r = load(
         &b.lab.client.ns,
         &v4,
         &["--sessions", "200", "--concurrency", "10"],
     );
     assert_eq!(r["messages_accepted"], 200, "{r}");
-    let after = counts(&b, 200);
     assert_eq!(
-        after[2], before[2],
-        "drained mta3 got no new session: {before:?} -> {after:?}"
+        new_flows(2),
+        mta3_sessions,
+        "drained mta3 got no new session"
     );
+    // Its open sessions finished: every message of the long sessions was accepted.
+    let r = finish(open);
+    assert_eq!(r["messages_accepted"], 720, "{r}");
+    assert_eq!(r["sessions_failed"], 0, "{r}");
     b.tier.ctl(&lb.ns, 0, &["undrain", "mta3"]).unwrap();
 
     // Kill mta1's SMTP server: within the health-check window it leaves the ring.

@@ -13,19 +13,7 @@ use super::schema::{Config, XdpMode};
 /// need the table to be much larger than the backend count.
 pub const RING_SLOTS_PER_BACKEND: u32 = 10;
 
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut d = 2u32;
-    while d.saturating_mul(d) <= n {
-        if n.is_multiple_of(d) {
-            return false;
-        }
-        d += 1;
-    }
-    true
-}
+pub use crate::dataplane::keys::is_prime;
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()

@@ -10,11 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use balancer_ebpf::{
-    BackendInfo, Counter, LbConfig, VipKey, VipMeta, MAGLEV_RING_MAX, MAX_BACKENDS, MAX_VIPS,
-    STATS_SIZE,
+    BackendInfo, Counter, LbConfig, VipKey, VipMeta, MAX_BACKENDS, MAX_VIPS, STATS_SIZE,
 };
 
-use crate::config::validate::is_prime;
 use crate::dataplane::{AclPrefix, DataPlaneError, DataPlaneOps};
 
 /// What the in-memory maps hold.
@@ -113,21 +111,7 @@ impl DataPlaneOps for MemoryDataPlane {
     }
 
     fn swap_ring(&mut self, vip_id: u32, ring: &[u32]) -> Result<(), DataPlaneError> {
-        let len = ring.len();
-        if len > MAGLEV_RING_MAX as usize || !is_prime(len as u32) {
-            return Err(DataPlaneError::BadRing {
-                vip_id,
-                len,
-                max: MAGLEV_RING_MAX,
-            });
-        }
-        if let Some(&bad) = ring.iter().find(|&&id| id >= MAX_BACKENDS) {
-            return Err(DataPlaneError::OutOfRange {
-                what: "backend",
-                id: bad,
-                max: MAX_BACKENDS - 1,
-            });
-        }
+        crate::dataplane::keys::check_ring(vip_id, ring)?;
         let mut s = self.state();
         s.rings.insert(vip_id, ring.to_vec());
         s.swaps.push((Instant::now(), vip_id));

@@ -4,13 +4,14 @@
 use super::{AclPrefix, DataPlaneError};
 use balancer_ebpf::{AclData, Addr, AF_INET, AF_INET6, MAGLEV_RING_MAX, MAX_BACKENDS};
 
-/// Trial division: rings are at most 65537 slots, so this is instant.
+/// Trial division: rings are at most 65537 slots, so this is instant. Saturating, so
+/// that any u32 (a ring size read from a config file) is safe.
 pub fn is_prime(n: u32) -> bool {
     if n < 2 {
         return false;
     }
     let mut d = 2u32;
-    while d * d <= n {
+    while d.saturating_mul(d) <= n {
         if n.is_multiple_of(d) {
             return false;
         }

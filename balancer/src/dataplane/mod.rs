@@ -109,7 +109,7 @@ pub trait DataPlaneOps {
 
 pub mod attach;
 pub mod decap;
-mod keys;
+pub mod keys;
 pub mod xdp;
 
 pub use attach::{AttachMode, RunResult};

@@ -3,6 +3,7 @@
 //! headers. Never generated for a null reverse path (RFC 5321 §4.5.5), so bounces cannot
 //! loop.
 
+use crate::smtp::received::rfc5322_date;
 use crate::spool::{Envelope, QueueId};
 
 /// One recipient that will not be delivered.
@@ -15,32 +16,6 @@ pub struct FailedRcpt {
     pub diagnostic: String,
     /// MX host that gave the reply, when one did.
     pub remote_mta: Option<String>,
-}
-
-/// RFC 5322 date for seconds since the epoch (UTC).
-pub fn rfc5322_date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(m - 1) as usize];
-    format!(
-        "{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 fn header_block(original: &[u8]) -> &[u8] {

@@ -32,16 +32,15 @@ fn open_dataplane(cfg: &Config) -> Result<Box<dyn DataPlaneOps + Send>, HookErro
         ..LoadOptions::default()
     })?;
     let ifaces = &cfg.dataplane.interfaces;
-    let first = ifaces.first().ok_or("dataplane.interfaces is empty")?;
-    if ifaces.len() > 1 {
-        tracing::warn!(
-            attached = %first,
-            ignored = ?&ifaces[1..],
-            "the data plane attaches one interface per program today; only the first is used"
-        );
+    if ifaces.is_empty() {
+        return Err("dataplane.interfaces is empty".into());
     }
-    plane.attach(first, attach_mode(cfg))?;
-    tracing::info!(iface = %first, mode = ?cfg.dataplane.xdp_mode, dir = %dir.display(), "XDP balancer loaded, attached and pinned");
+    // One program and one set of maps for every interface: a flow keeps its backend
+    // whichever NIC its packets arrive on.
+    for iface in ifaces {
+        plane.attach(iface, attach_mode(cfg))?;
+    }
+    tracing::info!(ifaces = ?ifaces, mode = ?cfg.dataplane.xdp_mode, dir = %dir.display(), "XDP balancer loaded, attached and pinned");
     Ok(Box::new(plane))
 }
 

@@ -135,3 +135,66 @@ fn pinning_outside_a_bpffs_is_refused_with_a_clear_error() {
         Ok(_) => panic!("pinning on a non-bpffs directory was accepted"),
     }
 }
+
+fn xdp_on(iface: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-d", "link", "show", iface])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn one_program_attaches_to_several_interfaces_and_adopt_detaches_them_all() {
+    let fs = BpfFs::new("multi");
+    let pins = fs.0.join("lb");
+    let pins2 = pins.clone();
+    std::thread::spawn(move || {
+        // SAFETY: unshare(2) on this thread only; `ip` children inherit its namespace.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        let ok = Command::new("ip")
+            .args(["link", "add", "d0", "type", "veth", "peer", "name", "d1"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let mut lab = Lab::with_opts(
+            0,
+            0,
+            MTU,
+            LoadOptions {
+                pin_dir: Some(pins2.clone()),
+                ..Lab::small()
+            },
+        );
+        lab.dp.attach("lo", AttachMode::Generic).unwrap();
+        lab.dp.attach("d0", AttachMode::Generic).unwrap();
+        for i in ["lo", "d0"] {
+            assert!(xdp_on(i).contains("xdpgeneric"), "{i}: {}", xdp_on(i));
+        }
+        let files = pinned_files(&pins2);
+        assert!(
+            files.iter().any(|f| f == "link") && files.iter().any(|f| f == "link_1"),
+            "{files:?}"
+        );
+        // Handles dropped (kill -9), then a restarted daemon adopts both links.
+        let Lab { dp, .. } = lab;
+        drop(dp);
+        let dp = XdpDataPlane::adopt(&pins2).expect("adopt");
+        assert!(
+            xdp_on("d0").contains("xdpgeneric"),
+            "still attached after the handles went"
+        );
+        dp.detach().unwrap();
+        for i in ["lo", "d0"] {
+            assert!(!xdp_on(i).contains("xdp"), "{i} detached: {}", xdp_on(i));
+        }
+    })
+    .join()
+    .expect("multi-interface thread");
+    assert!(
+        pinned_files(&pins).is_empty(),
+        "every pin removed: {:?}",
+        pinned_files(&pins)
+    );
+    drop(fs);
+}

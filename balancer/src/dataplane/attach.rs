@@ -46,6 +46,8 @@ enum Holder {
 enum LinkState {
     Owned(FdLink),
     Pinned(PinnedLink),
+    /// Transient, while an owned link is being pinned.
+    Detached,
 }
 
 /// One XDP program and the state of its attachment and pins.
@@ -53,8 +55,18 @@ pub(crate) struct XdpProg {
     object: &'static str,
     program: &'static str,
     holder: Holder,
-    link: Option<LinkState>,
+    /// One link per attached interface, in attach order (pinned as `link`, `link_1`, ...; bpffs refuses dots in names).
+    links: Vec<LinkState>,
     pin_dir: Option<PathBuf>,
+}
+
+/// Pin name of the `i`-th link (the first keeps the plain name `link`).
+fn link_pin_name(i: usize) -> String {
+    if i == 0 {
+        "link".to_string()
+    } else {
+        format!("link_{i}")
+    }
 }
 
 fn prog_err(
@@ -109,7 +121,7 @@ impl XdpProg {
             object,
             program,
             holder: Holder::Loaded(ebpf),
-            link: None,
+            links: Vec::new(),
             pin_dir: None,
         })
     }
@@ -129,17 +141,19 @@ impl XdpProg {
                 reason: e.to_string(),
             }
         })?;
-        let link_path = dir.join("link");
-        let link = if link_path.exists() {
+        let mut links = Vec::new();
+        loop {
+            let link_path = dir.join(link_pin_name(links.len()));
+            if !link_path.exists() {
+                break;
+            }
             let l = PinnedLink::from_pin(&link_path).map_err(|e| DataPlaneError::Adopt {
                 what: "link",
                 path: link_path.clone(),
                 reason: e.to_string(),
             })?;
-            Some(LinkState::Pinned(l))
-        } else {
-            None
-        };
+            links.push(LinkState::Pinned(l));
+        }
         let mut maps = Vec::new();
         for name in names {
             let path = dir.join(name);
@@ -155,7 +169,7 @@ impl XdpProg {
             object,
             program,
             holder: Holder::Pinned(Box::new(prog)),
-            link,
+            links,
             pin_dir: Some(dir.to_path_buf()),
         };
         Ok((me, maps))
@@ -219,7 +233,7 @@ impl XdpProg {
             program,
             reason: e.to_string(),
         })?;
-        self.link = Some(LinkState::Owned(fd));
+        self.links.push(LinkState::Owned(fd));
         tracing::info!(iface, program, ?mode, "XDP program attached");
         if let Some(dir) = self.pin_dir.clone() {
             self.pin_link(&dir)?;
@@ -227,13 +241,20 @@ impl XdpProg {
         Ok(())
     }
 
+    /// Pins every link not pinned yet.
     fn pin_link(&mut self, dir: &Path) -> Result<(), DataPlaneError> {
-        if let Some(LinkState::Owned(fd)) = self.link.take() {
-            let path = dir.join("link");
-            let pinned = fd
-                .pin(&path)
-                .map_err(|source| DataPlaneError::Pin { path, source })?;
-            self.link = Some(LinkState::Pinned(pinned));
+        for (i, slot) in self.links.iter_mut().enumerate() {
+            if matches!(slot, LinkState::Owned(_)) {
+                let path = dir.join(link_pin_name(i));
+                // Swap the owned link out to consume it; a pinned one takes its place.
+                let LinkState::Owned(fd) = std::mem::replace(slot, LinkState::Detached) else {
+                    unreachable!("matched above")
+                };
+                let pinned = fd
+                    .pin(&path)
+                    .map_err(|source| DataPlaneError::Pin { path, source })?;
+                *slot = LinkState::Pinned(pinned);
+            }
         }
         Ok(())
     }
@@ -261,22 +282,25 @@ impl XdpProg {
 
     /// Detaches and removes every pin (program, maps, link, the directory).
     pub fn detach(mut self, map_names: &[&'static str]) -> Result<(), DataPlaneError> {
-        match self.link.take() {
-            Some(LinkState::Pinned(p)) => {
-                // Unpinned and dropped: the last reference goes, the kernel detaches.
-                drop(p.unpin().map_err(|source| DataPlaneError::Io {
-                    op: "unpin link",
-                    path: PathBuf::from("link"),
-                    source,
-                })?);
+        let n_links = self.links.len();
+        for (i, link) in std::mem::take(&mut self.links).into_iter().enumerate() {
+            match link {
+                LinkState::Pinned(p) => {
+                    // Unpinned and dropped: the last reference goes, the kernel detaches.
+                    drop(p.unpin().map_err(|source| DataPlaneError::Io {
+                        op: "unpin link",
+                        path: PathBuf::from(link_pin_name(i)),
+                        source,
+                    })?);
+                }
+                LinkState::Owned(fd) => drop(fd),
+                LinkState::Detached => {}
             }
-            Some(LinkState::Owned(fd)) => drop(fd),
-            None => {}
         }
         if let Some(dir) = self.pin_dir.take() {
             let mut files: Vec<PathBuf> = map_names.iter().map(|n| dir.join(n)).collect();
             files.push(dir.join("prog"));
-            files.push(dir.join("link"));
+            files.extend((0..n_links.max(1)).map(|i| dir.join(link_pin_name(i))));
             for f in files {
                 match std::fs::remove_file(&f) {
                     Ok(()) => {}

@@ -35,6 +35,9 @@ pub struct Plan {
     pub max_duration: Duration,
     /// Prefix of Message-IDs, unique per run.
     pub run_id: String,
+    /// Idle time between two messages of a session (keeps sessions open for tests that
+    /// act while they are in flight).
+    pub pause: Duration,
 }
 
 /// One message's outcome.
@@ -227,6 +230,9 @@ async fn dialogue(plan: &Plan, s: usize, out: &mut Vec<MessageOutcome>) -> Resul
             accepted,
         });
         final_reply?;
+        if !plan.pause.is_zero() && m + 1 < plan.messages_per_session {
+            tokio::time::sleep(plan.pause).await;
+        }
     }
     send(&mut wr, "QUIT\r\n").await?;
     // A server that closes without answering QUIT has still taken every message.
@@ -297,6 +303,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_duration: Duration::from_secs(1),
             run_id: "r".into(),
+            pause: Duration::ZERO,
         };
         let b = body(&plan, "r.0@loadgen.test", "b@gmail.test");
         let text = String::from_utf8(b).unwrap();

@@ -40,6 +40,9 @@ struct Args {
     /// Unique prefix of the Message-IDs.
     #[arg(long, default_value = "run")]
     run_id: String,
+    /// Milliseconds to wait between two messages of a session.
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
     /// Leave the per-message outcomes out of the report.
     #[arg(long)]
     summary_only: bool,
@@ -60,6 +63,7 @@ fn main() -> Result<()> {
         timeout: Duration::from_secs_f64(a.timeout),
         max_duration: Duration::from_secs_f64(a.max_duration),
         run_id: a.run_id,
+        pause: Duration::from_millis(a.pause_ms),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

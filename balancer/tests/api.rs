@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use balancer::api::client::{request, Response};
-use balancer::config;
-use balancer::control::daemon::{kernel_mac_resolver, Daemon, DaemonHandle};
+use balancer::control::daemon::DaemonHandle;
 use balancer::control::{MemoryDataPlane, Status};
 use balancer_ebpf::{stats_backend_slot, GlobalCounter, ObjectCounter};
 use support::{config_text, tempdir, SmtpServer};
@@ -79,17 +78,7 @@ async fn setup() -> Setup {
         text(dir.path(), &servers, &[("mta-1", 0), ("mta-2", 1)]),
     )
     .unwrap();
-    let cfg = config::load(&path).unwrap();
-    let mem = MemoryDataPlane::new();
-    let handle = Daemon::start(
-        path.clone(),
-        cfg,
-        Box::new(mem.clone()),
-        kernel_mac_resolver(),
-        None,
-    )
-    .await
-    .unwrap();
+    let (handle, mem) = support::start_daemon(&path, None).await;
     Setup {
         _dir: dir,
         path,
@@ -316,17 +305,7 @@ async fn a_restarted_daemon_keeps_every_backend_id() {
         let (path, ids) = (path.clone(), ids.clone());
         async move {
             std::fs::write(&path, text).unwrap();
-            let cfg = config::load(&path).unwrap();
-            let mem = MemoryDataPlane::new();
-            let h = Daemon::start(
-                path,
-                cfg,
-                Box::new(mem.clone()),
-                kernel_mac_resolver(),
-                Some(ids),
-            )
-            .await
-            .unwrap();
+            let (h, mem) = support::start_daemon(&path, Some(ids)).await;
             (h, mem)
         }
     };

@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use balancer::config;
-use balancer::control::daemon::{kernel_mac_resolver, Daemon};
 use balancer::control::MemoryDataPlane;
 use support::{config_text, tempdir, wait_for, SmtpServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,16 +95,7 @@ async fn backlogged_backend_is_shed_and_recovers() {
     }
     let path = dir.path().join("balancer.toml");
     std::fs::write(&path, &text).unwrap();
-    let mem = MemoryDataPlane::new();
-    let h = Daemon::start(
-        path.clone(),
-        config::load(&path).unwrap(),
-        Box::new(mem.clone()),
-        kernel_mac_resolver(),
-        None,
-    )
-    .await
-    .unwrap();
+    let (h, mem) = support::start_daemon(&path, None).await;
     let id1 = h.daemon.ctl.lock().await.backend("mta-1").unwrap().id;
     let share = |mem: &MemoryDataPlane| {
         let r = mem.ring(0).unwrap();

@@ -12,8 +12,8 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use balancer::config::{self, HealthCfg};
-use balancer::control::daemon::{kernel_mac_resolver, Daemon, DaemonHandle};
+use balancer::config::HealthCfg;
+use balancer::control::daemon::DaemonHandle;
 use balancer::control::MemoryDataPlane;
 use support::{config_text, tempdir, wait_for, Mode, SmtpServer};
 
@@ -42,17 +42,7 @@ async fn setup(extra: &str) -> Setup {
         extra,
     );
     std::fs::write(&path, &text).unwrap();
-    let cfg = config::load(&path).unwrap();
-    let mem = MemoryDataPlane::new();
-    let handle = Daemon::start(
-        path,
-        cfg,
-        Box::new(mem.clone()),
-        kernel_mac_resolver(),
-        None,
-    )
-    .await
-    .expect("daemon starts");
+    let (handle, mem) = support::start_daemon(&path, None).await;
     let s = Setup {
         _dir: dir,
         mem,
@@ -221,16 +211,7 @@ async fn ipv6_backends_are_checked_on_their_own_address() {
         "encap_src4 = \"127.0.0.1\"\nencap_src6 = \"::1\"\n",
     );
     std::fs::write(&path, text).unwrap();
-    let mem = MemoryDataPlane::new();
-    let h = Daemon::start(
-        path.clone(),
-        config::load(&path).unwrap(),
-        Box::new(mem.clone()),
-        kernel_mac_resolver(),
-        None,
-    )
-    .await
-    .unwrap();
+    let (h, mem) = support::start_daemon(&path, None).await;
     let id6 = h.daemon.ctl.lock().await.backend("mta-v6").unwrap().id;
     let up = wait_for(Duration::from_secs(3), || {
         h.daemon

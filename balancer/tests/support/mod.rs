@@ -146,3 +146,26 @@ pub fn config_text(
     }
     t
 }
+
+/// Starts the daemon on the config file at `path`, over an in-memory data plane (no
+/// root), with the kernel's MAC resolver; returns the handle and the data plane to
+/// inspect.
+pub async fn start_daemon(
+    path: &std::path::Path,
+    id_file: Option<std::path::PathBuf>,
+) -> (
+    balancer::control::daemon::DaemonHandle,
+    balancer::control::MemoryDataPlane,
+) {
+    let mem = balancer::control::MemoryDataPlane::new();
+    let handle = balancer::control::daemon::Daemon::start(
+        path.to_path_buf(),
+        balancer::config::load(path).expect("config loads"),
+        Box::new(mem.clone()),
+        balancer::control::daemon::kernel_mac_resolver(),
+        id_file,
+    )
+    .await
+    .expect("daemon starts");
+    (handle, mem)
+}

@@ -57,6 +57,22 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     run(&cargo, args)
 }
 
+/// Builds the binaries the lab runs inside its namespaces (the daemon, the worker and
+/// the load generator) and returns the directory they are in.
+pub fn build_lab_binaries() -> Result<PathBuf> {
+    cargo(&[
+        "build",
+        "-p",
+        "balancer",
+        "-p",
+        "mta-worker",
+        "-p",
+        "e2e",
+        "--bins",
+    ])?;
+    Ok(root().join("target/debug"))
+}
+
 /// Runs a command and returns its stdout, or None if it could not run or failed.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program)

@@ -33,17 +33,7 @@ pub fn run() -> Result<()> {
     );
     setup::ensure()?;
     println!("demo: building the balancer, the worker and the load generator ...");
-    cmd::cargo(&[
-        "build",
-        "-p",
-        "balancer",
-        "-p",
-        "mta-worker",
-        "-p",
-        "e2e",
-        "--bins",
-    ])?;
-    let bin = cmd::root().join("target/debug");
+    let bin = cmd::build_lab_binaries()?;
     topo::down(PREFIX);
     crate::interrupt::cleanup_on_signal(PREFIX);
     let work = std::env::temp_dir().join(format!("smtp-lb-demo-{}", std::process::id()));

@@ -24,21 +24,11 @@ pub fn up() -> Result<()> {
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     crate::setup::ensure()?;
-    crate::cmd::cargo(&[
-        "build",
-        "-p",
-        "balancer",
-        "-p",
-        "mta-worker",
-        "-p",
-        "e2e",
-        "--bins",
-    ])?;
+    let bins = crate::cmd::build_lab_binaries()?;
     crate::interrupt::cleanup_on_signal(PREFIX);
     let mut lab = topo::Lab::up(PREFIX, topo::Shape::default())?;
     // DNS, the ISP sinks, a worker per backend and the XDP tier, with the shipped configs.
-    let mut ml = MailLab::start(&lab, &crate::cmd::root().join("target/debug"), &dir)
-        .context("starting the lab's services")?;
+    let mut ml = MailLab::start(&lab, &bins, &dir).context("starting the lab's services")?;
     ml.keep();
     lab.keep();
     println!(

@@ -69,7 +69,7 @@ pub fn run() -> Result<()> {
     if privileged {
         // The end-to-end tests run the workspace's binaries inside lab namespaces.
         step("build binaries for the end-to-end tests", &mut || {
-            cmd::cargo(&["build", "-p", "balancer", "-p", "e2e", "--bins"])
+            cmd::build_lab_binaries().map(drop)
         })?;
         for (pkg, pattern) in PRIVILEGED {
             step(&format!("privileged tests of {pkg} (root)"), &mut || {

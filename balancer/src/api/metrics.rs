@@ -27,75 +27,44 @@ pub fn render(status: &Status) -> String {
     for (name, v) in &status.counters {
         let _ = writeln!(o, "balancer_packets_total{{outcome=\"{name}\"}} {v}");
     }
-    family(
-        &mut o,
-        "balancer_vip_packets_total",
-        "counter",
-        "Packets forwarded per VIP.",
-    );
-    for v in &status.vips {
-        let _ = writeln!(
-            o,
-            "balancer_vip_packets_total{{vip=\"{}\"}} {}",
-            esc(&v.name),
-            v.packets
-        );
-    }
-    family(
-        &mut o,
-        "balancer_vip_bytes_total",
-        "counter",
-        "Bytes forwarded per VIP.",
-    );
-    for v in &status.vips {
-        let _ = writeln!(
-            o,
-            "balancer_vip_bytes_total{{vip=\"{}\"}} {}",
-            esc(&v.name),
-            v.bytes
-        );
-    }
-    family(
-        &mut o,
-        "balancer_vip_new_flows_total",
-        "counter",
-        "New flows (SYNs steered by the ring) per VIP.",
-    );
-    for v in &status.vips {
-        let _ = writeln!(
-            o,
-            "balancer_vip_new_flows_total{{vip=\"{}\"}} {}",
-            esc(&v.name),
-            v.new_flows
-        );
-    }
-    family(
-        &mut o,
-        "balancer_vip_table_stale",
-        "gauge",
-        "1 while no backend is usable and the last table is kept.",
-    );
-    for v in &status.vips {
-        let _ = writeln!(
-            o,
-            "balancer_vip_table_stale{{vip=\"{}\"}} {}",
-            esc(&v.name),
-            u8::from(v.table_stale)
-        );
-    }
-    family(
-        &mut o,
-        "balancer_vip_table_swaps_total",
-        "counter",
-        "Table swaps since the daemon started.",
-    );
-    for v in &status.vips {
-        let _ = writeln!(
-            o,
-            "balancer_vip_table_swaps_total{{vip=\"{}\"}} {}",
-            esc(&v.name),
-            v.swaps
-        );
+    type VipField = fn(&crate::control::VipStatus) -> u64;
+    let per_vip: [(&str, &str, &str, VipField); 5] = [
+        (
+            "balancer_vip_packets_total",
+            "counter",
+            "Packets forwarded per VIP.",
+            |v| v.packets,
+        ),
+        (
+            "balancer_vip_bytes_total",
+            "counter",
+            "Bytes forwarded per VIP.",
+            |v| v.bytes,
+        ),
+        (
+            "balancer_vip_new_flows_total",
+            "counter",
+            "New flows (SYNs steered by the ring) per VIP.",
+            |v| v.new_flows,
+        ),
+        (
+            "balancer_vip_table_stale",
+            "gauge",
+            "1 while no backend is usable and the last table is kept.",
+            |v| u64::from(v.table_stale),
+        ),
+        (
+            "balancer_vip_table_swaps_total",
+            "counter",
+            "Table swaps since the daemon started.",
+            |v| v.swaps,
+        ),
+    ];
+    for (name, kind, help, f) in per_vip {
+        family(&mut o, name, kind, help);
+        for v in &status.vips {
+            let _ = writeln!(o, "{name}{{vip=\"{}\"}} {}", esc(&v.name), f(v));
+        }
     }
     type Field = fn(&crate::control::BackendStatus) -> String;
     let per_backend: [(&str, &str, &str, Field); 8] = [

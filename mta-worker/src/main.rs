@@ -1,4 +1,5 @@
-//! `mta-worker`: run the worker, or check a config file.
+//! `mta-worker`: run the worker, check a config file, or look at and steer the outbound
+//! queues of a running worker through its admin API (`queues`).
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,6 +27,57 @@ enum Command {
     },
     /// Validate a config file and exit (non-zero with file:line: field: message on error).
     CheckConfig { file: PathBuf },
+    /// Show the outbound queues of a running worker (per site, source and domain), or
+    /// suspend/resume/flush a domain or site, or bounce a message.
+    Queues {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+    },
+}
+
+/// How to reach the admin API: `--admin`, else the config's `[outbound] admin_listen`,
+/// else the default 127.0.0.1:8026. The token comes from `--token-file`, else the
+/// config's `token_file`.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Worker config file (reads `[outbound] admin_listen` and `token_file`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Admin API address, e.g. 127.0.0.1:8026 (overrides the config).
+    #[arg(long, global = true)]
+    admin: Option<std::net::SocketAddr>,
+    /// File holding the bearer token for suspend/resume/flush/bounce.
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Stop delivery to a domain or site until `resume`.
+    Suspend(TargetArgs),
+    /// Lift an operator suspension (for a site, also any adaptive suspension).
+    Resume(TargetArgs),
+    /// Make every scheduled message of a domain or site due now.
+    Flush(TargetArgs),
+    /// Bounce a queued message now (DSN to its sender) and remove it.
+    Bounce {
+        /// Queue id (16 hex digits).
+        queue_id: String,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    #[arg(long)]
+    domain: Option<String>,
+    #[arg(long)]
+    site: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,12 +91,75 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", file.display());
             Ok(())
         }
+        Command::Queues {
+            admin,
+            json,
+            action,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(queues(admin, json, action))
+        }
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             mta_worker::log::init_tracing(cfg.log.level.as_deref());
             tokio::runtime::Runtime::new()?.block_on(run(cfg))
         }
     }
+}
+
+async fn queues(args: AdminArgs, json: bool, action: Option<QueueAction>) -> anyhow::Result<()> {
+    use mta_worker::delivery::admin_client::{AdminClient, TargetRef};
+    let ob = match &args.config {
+        Some(p) => Some(Config::load(p)?.outbound.with_context(|| {
+            format!(
+                "{}: no [outbound] table, so the worker serves no queue admin API",
+                p.display()
+            )
+        })?),
+        None => None,
+    };
+    let addr = args
+        .admin
+        .or(ob.as_ref().map(AdminClient::address_of))
+        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 8026)));
+    let token_file = args
+        .token_file
+        .or(ob.and_then(|o| o.token_file))
+        .filter(|_| action.is_some());
+    let token = match token_file {
+        Some(p) => Some(
+            mta_worker::delivery::admin::load_token(&p)
+                .with_context(|| format!("token file {}", p.display()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let client = AdminClient::new(addr, token);
+    let target = |t: TargetArgs| {
+        t.domain
+            .map(TargetRef::Domain)
+            .or(t.site.map(TargetRef::Site))
+            .context("give --domain or --site")
+    };
+    let answer = match action {
+        None => {
+            let report = client.queues().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", mta_worker::delivery::admin_view::render(&report));
+            }
+            return Ok(());
+        }
+        Some(QueueAction::Suspend(t)) => client.suspend(&target(t)?).await?,
+        Some(QueueAction::Resume(t)) => client.resume(&target(t)?).await?,
+        Some(QueueAction::Flush(t)) => client.flush(&target(t)?).await?,
+        Some(QueueAction::Bounce { queue_id }) => client.bounce(&queue_id).await?,
+    };
+    print!("{answer}");
+    Ok(())
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One destination domain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DomainReport {
     pub domain: String,
     /// Site it resolved to (None until resolved).
@@ -34,7 +34,7 @@ pub struct DomainReport {
 }
 
 /// One (source, site) pair.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceReport {
     pub source: String,
     pub pool: String,
@@ -43,12 +43,16 @@ pub struct SourceReport {
     /// Adaptive backoff is holding this pair.
     pub suspended: bool,
     pub suspended_until_ms: Option<u64>,
+    /// Seconds until the adaptive suspension ends (on the worker's clock, so a client
+    /// needs no clock of its own).
+    #[serde(default)]
+    pub suspended_left_s: Option<u64>,
     /// Share of the normal rate in use (1 = full; lower while ramping back).
     pub scale: f64,
 }
 
 /// One site.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SiteReport {
     pub site: String,
     pub depth: u64,
@@ -60,7 +64,7 @@ pub struct SiteReport {
 }
 
 /// Body of `GET /queues`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueueReport {
     pub total: u64,
     pub domains: Vec<DomainReport>,
@@ -148,6 +152,11 @@ impl DispatcherHandle {
                     active_connections: p.active,
                     suspended: p.adaptive.suspended(now),
                     suspended_until_ms: p.adaptive.suspended_until().filter(|&u| u > now),
+                    suspended_left_s: p
+                        .adaptive
+                        .suspended_until()
+                        .filter(|&u| u > now)
+                        .map(|u| (u - now).div_ceil(1000)),
                     scale: p.adaptive.scale(now, &shaping),
                 });
             }

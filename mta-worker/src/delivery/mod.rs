@@ -8,6 +8,8 @@
 //! so a slow or deferring site never holds up another.
 
 pub mod admin;
+pub mod admin_client;
+pub mod admin_view;
 mod conn;
 pub mod counters;
 pub mod dkim;
@@ -22,7 +24,7 @@ use crate::egress::Egress;
 use crate::queue::state::State;
 use crate::queue::{split_recipients, Entry, MessageStore};
 use crate::shaping::{ShapingHandle, SharedClock};
-use crate::spool::{Accepted, Envelope, QueueId, Spool};
+use crate::spool::{Accepted, DeferRecord, Envelope, QueueId, Spool};
 use counters::Counters;
 use log::{DeliveryLog, Record};
 use std::sync::{Arc, Mutex};
@@ -122,6 +124,13 @@ impl Dispatcher {
 /// Queues a message's recipients; a message already queued is ignored (the spool's
 /// notification and the DSN path may both report the same id).
 pub(crate) fn enqueue_inner(sh: &Arc<Shared>, id: QueueId, env: &Envelope) {
+    enqueue_with_state(sh, id, env, &[]);
+}
+
+/// Like [`enqueue_inner`], continuing the retry state recorded before a restart: each
+/// entry with a record keeps its attempt count, its pending recipients and its next-retry
+/// time. An entry without a (readable) record starts at attempt 0, due now.
+fn enqueue_with_state(sh: &Arc<Shared>, id: QueueId, env: &Envelope, defers: &[DeferRecord]) {
     let cfg = sh.cfg.get();
     let tenant = if crate::egress::needs_tenant(&cfg) {
         sh.store
@@ -139,10 +148,10 @@ pub(crate) fn enqueue_inner(sh: &Arc<Shared>, id: QueueId, env: &Envelope) {
         if groups.is_empty() || st.msgs.contains_key(&id.0) {
             return;
         }
-        st.msgs.insert(id.0, groups.len() as u16);
         let pool_i = st.pool_index(&pool);
+        let mut pending = 0u16;
         for (domain, base, mask) in &groups {
-            let e = Entry {
+            let mut e = Entry {
                 id,
                 received_s: env.received_at.min(u32::MAX as u64) as u32,
                 attempts: 0,
@@ -150,8 +159,41 @@ pub(crate) fn enqueue_inner(sh: &Arc<Shared>, id: QueueId, env: &Envelope) {
                 mask: *mask,
                 pool: pool_i,
             };
-            st.schedule(domain, e, now);
+            let mut due = now;
+            let rec = defers
+                .iter()
+                .find(|r| r.domain == *domain && r.base == *base);
+            match rec {
+                // Finished before the restart (other entries were still pending).
+                Some(r) if r.mask == 0 => continue,
+                // Recipients done before the failure stay done; a record that covers
+                // none of this entry's recipients is not trusted (never drop mail).
+                Some(r) if r.mask & mask != 0 => {
+                    e.attempts = r.attempts;
+                    e.mask = r.mask & mask;
+                    due = r.next_ms;
+                    tracing::info!(queue_id = %id, domain = %domain, attempts = r.attempts,
+                        next_in_ms = r.next_ms.saturating_sub(now), "retry state recovered");
+                }
+                Some(_) => {
+                    tracing::warn!(queue_id = %id, domain = %domain,
+                        "recorded retry state does not match the envelope; starting at attempt 0");
+                }
+                None => {}
+            }
+            st.schedule(domain, e, due);
+            pending += 1;
         }
+        if pending == 0 {
+            // Every entry was recorded as finished: only the removal was lost.
+            drop(st);
+            tracing::info!(queue_id = %id, "recovered message already done; removing it");
+            if let Err(err) = sh.store.remove(id) {
+                tracing::warn!(queue_id = %id, %err, "cannot remove finished message");
+            }
+            return;
+        }
+        st.msgs.insert(id.0, pending);
     }
     sh.log.write(&Record {
         ts_ms: now,
@@ -176,11 +218,12 @@ impl DispatcherHandle {
         enqueue_inner(&self.shared, id, env);
     }
 
-    /// Queues everything already in the spool (call once at start).
+    /// Queues everything already in the spool (call once at start), with the retry
+    /// state the spool recorded for deferred messages.
     pub fn recover(&self, spool: &Spool) -> usize {
         let mut n = 0;
         for (id, env) in spool.recover() {
-            self.enqueue(id, &env);
+            enqueue_with_state(&self.shared, id, &env, &spool.deferred(id));
             n += 1;
         }
         n

@@ -8,7 +8,7 @@ use super::session::Reply;
 use super::Shared;
 use crate::bounce::{build_dsn, FailedRcpt};
 use crate::queue::Entry;
-use crate::spool::Envelope;
+use crate::spool::{DeferRecord, Envelope};
 use rand::Rng;
 use std::sync::Arc;
 
@@ -131,6 +131,16 @@ pub fn apply(
     entry.attempts = attempts;
     let age_s = (now / 1000).saturating_sub(entry.received_s as u64);
     let mut remove = false;
+    let mut defer = None;
+    let recorded =
+        if last_transient.is_none() && entry.mask != 0 && age_s >= shaping.max_age.as_secs() {
+            sh.store
+                .deferred(entry.id)
+                .into_iter()
+                .find(|r| r.domain == domain && r.base == entry.base)
+        } else {
+            None
+        };
     {
         let mut st = sh.state.lock().expect("state lock");
         if in_flight {
@@ -139,8 +149,11 @@ pub fn apply(
             }
         }
         if entry.mask != 0 && age_s >= shaping.max_age.as_secs() {
+            // Expired on the schedule (no reply this time): the last reply recorded with
+            // the retry state, which survives restarts.
             let last = last_transient
                 .clone()
+                .or_else(|| recorded.as_ref().map(recorded_reply))
                 .unwrap_or_else(|| Reply::local(451, "4.4.7", "no reply"));
             for idx in entry.rcpt_indices() {
                 failed.push(FailedRcpt {
@@ -167,11 +180,50 @@ pub fn apply(
         }
         if entry.mask == 0 {
             remove = st.entry_done(entry.id);
+            if !remove {
+                // Other entries of the message are still pending: note this one as done
+                // (mask 0), so a restart does not send it again.
+                defer = Some(DeferRecord {
+                    id: entry.id,
+                    domain: domain.to_string(),
+                    base: entry.base,
+                    mask: 0,
+                    attempts,
+                    next_ms: 0,
+                    first_ms: now,
+                    last_code: 0,
+                    last_enhanced: String::new(),
+                    last_text: String::new(),
+                });
+            }
         } else {
             let base = shaping.retry_delay(attempts as u32).as_millis() as u64;
             let jitter =
                 (base as f64 * shaping.retry_jitter * rand::thread_rng().gen::<f64>()) as u64;
-            st.schedule(domain, entry, now + base + jitter);
+            let next_ms = now + base + jitter;
+            st.schedule(domain, entry, next_ms);
+            let last = last_transient
+                .clone()
+                .unwrap_or_else(|| Reply::local(451, "4.4.0", "no reply"));
+            defer = Some(DeferRecord {
+                id: entry.id,
+                domain: domain.to_string(),
+                base: entry.base,
+                mask: entry.mask,
+                attempts,
+                next_ms,
+                // The store keeps an earlier first-failure time for the entry.
+                first_ms: now,
+                last_code: last.code,
+                last_enhanced: last.enhanced,
+                last_text: last.text,
+            });
+        }
+    }
+    // Outside the state lock: one append to the spool's defer log (no fsync).
+    if let Some(r) = defer {
+        if let Err(err) = sh.store.record_defer(r) {
+            tracing::warn!(queue_id = %entry.id, %err, "cannot record retry state; a restart would retry it from attempt 0");
         }
     }
     if !failed.is_empty() {
@@ -186,6 +238,10 @@ pub fn apply(
             tracing::warn!(queue_id = %entry.id, %err, "cannot remove finished message");
         }
     }
+}
+
+fn recorded_reply(r: &DeferRecord) -> Reply {
+    Reply::local(r.last_code, &r.last_enhanced, r.last_text.clone())
 }
 
 /// Builds and queues the DSN in the background (it needs the original headers and a

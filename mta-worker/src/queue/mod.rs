@@ -4,7 +4,7 @@
 
 pub mod state;
 
-use crate::spool::{Envelope, QueueId, Spool, SpoolError};
+use crate::spool::{DeferRecord, Envelope, QueueId, Spool, SpoolError};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -40,6 +40,15 @@ pub trait MessageStore: Send + Sync + 'static {
     fn remove(&self, id: QueueId) -> Result<(), StoreError>;
     /// Durably stores a new message (a DSN) and returns its id.
     fn store(&self, env: Envelope, data: Vec<u8>) -> StoreFuture<'_>;
+    /// Durably notes an entry's retry state after a transient failure, so a restart
+    /// carries on with it. A store without persistence may ignore it.
+    fn record_defer(&self, _r: DeferRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Retry state recorded for the entries of `id` (empty when none or unsupported).
+    fn deferred(&self, _id: QueueId) -> Vec<DeferRecord> {
+        Vec::new()
+    }
 }
 
 impl MessageStore for Spool {
@@ -51,6 +60,12 @@ impl MessageStore for Spool {
     }
     fn store(&self, env: Envelope, data: Vec<u8>) -> StoreFuture<'_> {
         Box::pin(async move { Ok(Spool::store(self, env, &data).await?) })
+    }
+    fn record_defer(&self, r: DeferRecord) -> Result<(), StoreError> {
+        Ok(Spool::record_defer(self, r)?)
+    }
+    fn deferred(&self, id: QueueId) -> Vec<DeferRecord> {
+        Spool::deferred(self, id)
     }
 }
 

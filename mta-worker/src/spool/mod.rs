@@ -5,19 +5,24 @@
 //! message is durable, [`Spool::recover`] lists what is queued, [`Spool::load`] reads a
 //! message back, [`Spool::remove`] deletes it after delivery, and [`Spool::subscribe`]
 //! streams every newly accepted message to a consumer (the future queue manager).
+//! [`Spool::record_defer`] / [`Spool::deferred`] keep the retry state of deferred
+//! messages across restarts (`defer.rs`).
 
 mod committer;
+mod defer;
 mod envelope;
 mod index;
 mod queue_id;
 mod recovery;
 
+pub use defer::DeferRecord;
 pub use envelope::{Envelope, RecordError};
 pub use queue_id::QueueId;
 
 use crate::config::FlushMode;
 use crate::metrics::Metrics;
 use committer::CommitRequest;
+use defer::DeferLog;
 use index::Index;
 use queue_id::IdGenerator;
 use std::collections::BTreeMap;
@@ -79,6 +84,8 @@ struct Inner {
     active: Arc<AtomicU64>,
     /// Ids removed since start, appended without fsync (see [`Spool::remove`]).
     removed_log: Mutex<File>,
+    /// Retry state of deferred entries (see `defer.rs`).
+    defer: Mutex<DeferLog>,
     commit_tx: Mutex<std_mpsc::Sender<CommitRequest>>,
     notify: Mutex<Option<mpsc::UnboundedSender<Accepted>>>,
 }
@@ -98,6 +105,8 @@ impl Spool {
         metrics: Arc<Metrics>,
     ) -> Result<Self, SpoolError> {
         let rec = recovery::recover(dir)?;
+        let defer = DeferLog::open(&rec.segments, |id| rec.index.location(id).is_some())
+            .map_err(io(&rec.segments.join(defer::DEFER_LOG)))?;
         tracing::info!(
             messages = rec.index.len(),
             bytes = rec.index.bytes(),
@@ -122,6 +131,7 @@ impl Spool {
                 index,
                 active,
                 removed_log: Mutex::new(rec.removed_log),
+                defer: Mutex::new(defer),
                 commit_tx: Mutex::new(tx),
                 notify: Mutex::new(None),
             }),
@@ -226,6 +236,7 @@ impl Spool {
             .expect("index lock")
             .remove(id)
             .ok_or(SpoolError::NotFound { id })?;
+        self.inner.defer.lock().expect("defer lock").forget(id);
         let log_path = self.inner.segments.join(recovery::REMOVED_LOG);
         self.inner
             .removed_log
@@ -238,6 +249,34 @@ impl Spool {
             std::fs::remove_file(&p).map_err(io(&p))?;
         }
         Ok(())
+    }
+
+    /// Records the retry state of a deferred entry; survives a process crash (not
+    /// fsynced: after a power loss the entry may restart at an older attempt count).
+    /// Ignored for a message no longer in the spool.
+    pub fn record_defer(&self, r: DeferRecord) -> Result<(), SpoolError> {
+        if self
+            .inner
+            .index
+            .lock()
+            .expect("index lock")
+            .location(r.id)
+            .is_none()
+        {
+            return Ok(());
+        }
+        let path = self.inner.segments.join(defer::DEFER_LOG);
+        self.inner
+            .defer
+            .lock()
+            .expect("defer lock")
+            .record(r)
+            .map_err(io(&path))
+    }
+
+    /// Retry state recorded for the deferred entries of `id` (empty if none).
+    pub fn deferred(&self, id: QueueId) -> Vec<DeferRecord> {
+        self.inner.defer.lock().expect("defer lock").get(id)
     }
 
     /// Stream of messages accepted from now on. A new call replaces the previous

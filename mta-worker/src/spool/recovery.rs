@@ -52,7 +52,11 @@ pub fn recover(dir: &Path) -> Result<Recovered, SpoolError> {
             .and_then(|n| n.to_str())
             .unwrap_or("")
             .to_string();
-        if name == REMOVED_LOG || name == format!("{REMOVED_LOG}.new") {
+        if name == REMOVED_LOG
+            || name == format!("{REMOVED_LOG}.new")
+            || name == super::defer::DEFER_LOG
+            || name == format!("{}.new", super::defer::DEFER_LOG)
+        {
             continue;
         }
         let Ok(seg) = name.parse::<QueueId>() else {

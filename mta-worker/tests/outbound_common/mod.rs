@@ -437,6 +437,36 @@ impl Worker {
         self.dir.path().join(name)
     }
 
+    /// Stops the dispatcher and starts a new one on the same spool directory and outbound
+    /// file, the way a process restart would: the spool is reopened (recovery runs) and
+    /// everything in it is queued again through `recover`. Callers make sure no
+    /// connection is in flight first.
+    pub async fn restart(&mut self, clock: SharedClock) -> usize {
+        let _ = self.shutdown.send(true);
+        self.handle.join().await;
+        let compiled = shaping::load(&self.path("shaping.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = ShapingHandle::new(compiled);
+        let spool = Spool::open(&self.path("spool")).unwrap();
+        let (tx, rx) = watch::channel(false);
+        let handle = Dispatcher::start(
+            Options {
+                hostname: "worker.test".into(),
+                clock,
+            },
+            cfg.clone(),
+            Arc::new(spool.clone()),
+            rx,
+        )
+        .unwrap();
+        handle.follow(spool.subscribe());
+        let recovered = handle.recover(&spool);
+        self.spool = spool;
+        self.handle = handle;
+        self.cfg = cfg;
+        self.shutdown = tx;
+        recovered
+    }
+
     /// Stores a message the way the SMTP server would.
     pub async fn submit(
         &self,

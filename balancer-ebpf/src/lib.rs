@@ -28,12 +28,22 @@ pub mod map_names {
     /// Bitmap of destination ports that at least one VIP uses (kept by the map writer):
     /// traffic to any other port passes without a hash lookup.
     pub const VIP_PORTS: &str = "VIP_PORTS";
+    /// `nic_time` diagnostics program: which interface to time, and its totals.
+    pub const NIC_TIME_CFG: &str = "NIC_TIME_CFG";
+    pub const NIC_TIME_START: &str = "NIC_TIME_START";
+    pub const NIC_TIME: &str = "NIC_TIME";
 }
 
 /// Program names (the `#[xdp]` function names).
 pub mod prog_names {
     pub const BALANCER: &str = "balancer";
     pub const DECAP: &str = "decap";
+    /// `nic_time`: raw tracepoints at the start of each softirq and the end of each
+    /// NAPI poll, and the tracepoints they attach to.
+    pub const NIC_TIME_SOFTIRQ: &str = "nic_time_softirq";
+    pub const NIC_TIME_POLL: &str = "nic_time_poll";
+    pub const TP_SOFTIRQ_ENTRY: &str = "softirq_entry";
+    pub const TP_NAPI_POLL: &str = "napi_poll";
 }
 
 /// `VIP_PORTS` words: one bit per TCP port.
@@ -320,6 +330,39 @@ pub struct DecapAddr {
     pub _pad: [u8; 3],
 }
 
+/// `NIC_TIME_CFG[0]`: the interface whose NAPI polls `nic_time` times, and where to find
+/// its name and namespace from the poll's argument. Offsets come from the running
+/// kernel's BTF (user space reads them), so the probe needs no kernel headers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NicTimeConfig {
+    /// Interface name, NUL-padded (`IFNAMSIZ`).
+    pub ifname: [u8; 16],
+    /// Byte offset of `dev` in `struct napi_struct`.
+    pub napi_dev_off: u32,
+    /// Byte offset of `name` in `struct net_device`.
+    pub dev_name_off: u32,
+    /// Byte offset of `nd_net` (the `struct net` pointer) in `struct net_device`.
+    pub dev_net_off: u32,
+    /// Byte offset of `ns.inum` in `struct net`.
+    pub net_inum_off: u32,
+    /// Inode number of the interface's network namespace (`stat` of its
+    /// `/run/netns` file); 0 matches the name in any namespace.
+    pub netns_ino: u32,
+    pub _pad: u32,
+}
+
+/// Per-CPU value of `NIC_TIME`: what the traced interface's NAPI polls cost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NicTime {
+    /// Nanoseconds inside the polls (XDP, `XDP_TX`, and the stack for passed packets).
+    pub ns: u64,
+    pub polls: u64,
+    /// Packets the polls handled (their return value).
+    pub packets: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -337,6 +380,8 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for DecapAddr {}
     unsafe impl aya::Pod for VipAddr {}
+    unsafe impl aya::Pod for NicTimeConfig {}
+    unsafe impl aya::Pod for NicTime {}
 }
 
 #[cfg(test)]

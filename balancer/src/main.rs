@@ -1,9 +1,10 @@
 //! `balancer`: the daemon and its CLI. Thin: argument parsing, logging, and the two
 //! data-plane hooks; everything else is in the library.
 
-use balancer::cli::{self, Cli, DecapArgs, DetachFn, HookError, Hooks};
+use balancer::cli::{self, Cli, DecapArgs, DetachFn, HookError, Hooks, NicTimeArgs};
 use balancer::config::{Config, XdpMode};
 use balancer::dataplane::decap::DecapPlane;
+use balancer::dataplane::nic_time::NicTimeProbe;
 use balancer::dataplane::xdp::{LoadOptions, XdpDataPlane};
 use balancer::dataplane::{AttachMode, DataPlaneOps};
 use clap::Parser;
@@ -74,6 +75,33 @@ fn decap(args: &DecapArgs) -> Result<DetachFn, HookError> {
     }
     Ok(Box::new(move || plane.detach().map_err(HookError::from)))
 }
+
+/// Attaches the probe, then answers every input line with the current totals as JSON.
+fn nic_time(args: &NicTimeArgs) -> Result<(), HookError> {
+    use std::io::{BufRead, Write};
+    let netns = args
+        .netns
+        .as_ref()
+        .map(|n| std::path::Path::new("/run/netns").join(n));
+    let probe = NicTimeProbe::attach(&args.iface, netns.as_deref())?;
+    let mut out = std::io::stdout().lock();
+    let report = |out: &mut std::io::StdoutLock| -> Result<(), HookError> {
+        let t = probe.read()?;
+        writeln!(
+            out,
+            r#"{{"ns":{},"polls":{},"packets":{}}}"#,
+            t.ns, t.polls, t.packets
+        )?;
+        out.flush()?;
+        Ok(())
+    };
+    report(&mut out)?;
+    for line in std::io::stdin().lock().lines() {
+        line?;
+        report(&mut out)?;
+    }
+    Ok(())
+}
 // ----------------------------------------------------------------------------------------
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             open_dataplane,
             detach,
             decap,
+            nic_time,
         },
     ));
     if let Err(e) = result {

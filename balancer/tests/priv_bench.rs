@@ -40,6 +40,37 @@ fn report(name: &str, v: f64) -> f64 {
     v
 }
 
+/// ns per dependent load over a random cycle through `mib` MiB, one pointer per cache
+/// line: what a cache-cold access costs on this machine (TLB misses included), the
+/// yardstick for the rows that touch the flow table's memory for the first time.
+fn pointer_chase_ns(mib: usize) -> f64 {
+    let lines = mib * 1024 * 1024 / 64;
+    let mut order: Vec<usize> = (0..lines).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let mut next = vec![0usize; lines * 8];
+    for k in 0..lines {
+        next[order[k] * 8] = order[(k + 1) % lines] * 8;
+    }
+    let mut at = 0;
+    for _ in 0..lines {
+        at = next[at];
+    }
+    let steps = 2_000_000;
+    let t = std::time::Instant::now();
+    for _ in 0..steps {
+        at = next[at];
+    }
+    let ns = t.elapsed().as_nanos() as f64 / steps as f64;
+    std::hint::black_box(at);
+    ns
+}
+
 #[test]
 #[ignore]
 fn bench_xdp() {
@@ -48,7 +79,10 @@ fn bench_xdp() {
     let singles = env_u32("BENCH_SINGLE", 100_000);
     // Production-size flow table: the LRU's cost depends on it.
     let opts = LoadOptions {
-        flow_table_size: None,
+        // BENCH_FLOWS sizes the table for experiments; the report uses the default.
+        flow_table_size: std::env::var("BENCH_FLOWS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
         ring_vips: Some(2),
         pin_dir: None,
     };
@@ -81,7 +115,7 @@ fn bench_xdp() {
     // Rewritten frames: one run per syscall, interleaved so that drift hits every case
     // alike; median over `singles` runs each.
     let mut peer = TxPeer::load().expect("tx_peer loads");
-    let mut t: [Vec<f64>; 5] = Default::default();
+    let mut t: [Vec<f64>; 7] = Default::default();
     for i in 0..singles {
         let new_syn = {
             let client = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
@@ -92,8 +126,17 @@ fn bench_xdp() {
         t[2].push(ns(lab.dp.bench_run(&syn, 1, false).unwrap()));
         t[3].push(ns(lab.dp.bench_run(&new_syn, 1, false).unwrap()));
         t[4].push(ns(peer.bench_run(&est, 1, false).unwrap()));
+        // A tuple the flow table has never seen, to an address no VIP uses: the cost of
+        // a flow-table lookup whose bucket is not in cache.
+        let new_pass = {
+            let client = IpAddr::from([198, 19, (i >> 8) as u8, i as u8]);
+            let port = 1024 + (i % 60000) as u16;
+            Tcp::new(client, "198.18.1.2".parse().unwrap(), port, PORT, PSH_ACK).frame()
+        };
+        t[5].push(ns(lab.dp.bench_run(&new_pass, 1, false).unwrap()));
+        t[6].push(ns(lab.dp.bench_run(&pass, 1, false).unwrap()));
     }
-    let [floor, e, s, n, p] = t.map(median);
+    let [floor, e, s, n, p, np, op] = t.map(median);
     report("single_floor", floor);
     report("established_single", e);
     report("syn_single", s);
@@ -102,12 +145,17 @@ fn bench_xdp() {
     report("established_net", e - floor);
     report("syn_net", s - floor);
     report("syn_new_net", n - floor);
+    report("pass_net", op - floor);
+    report("new_tuple_pass_net", np - floor);
+    for mib in [1, 16, 256] {
+        report(&format!("mem_latency_{mib}mib"), pointer_chase_ns(mib));
+    }
     // The runs above really took the paths they are named after.
     let stats = lab.dp.read_stats().unwrap();
     assert!(stats[G::FlowHit as usize].packets >= u64::from(singles));
     assert!(stats[G::NewFlow as usize].packets >= 2 * u64::from(singles));
     assert_eq!(
         stats[G::Pass as usize].packets,
-        2 * u64::from(repeat) * u64::from(rounds)
+        2 * u64::from(repeat) * u64::from(rounds) + 2 * u64::from(singles)
     );
 }

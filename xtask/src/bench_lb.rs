@@ -6,6 +6,7 @@
 //! (198.18.0.25 XDP, .26 HAProxy, .27 nftables); a fourth "direct" door sends the same
 //! sessions straight to the backends' own addresses, as the baseline for host CPU.
 
+use crate::bench_lb_probe::{prog_stats, BpfStats, NicProbe};
 use crate::bench_report::{self, Door, Measurement};
 use crate::cmd;
 use anyhow::{bail, Context, Result};
@@ -24,6 +25,9 @@ pub struct Options {
     pub levels: Vec<usize>,
     pub large_sessions: usize,
     pub large_size: usize,
+    /// Smoke run for `cargo xtask test`: the debug binaries the test step built, and the
+    /// report written to this directory instead of `docs/`.
+    pub smoke_docs: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -34,6 +38,7 @@ impl Default for Options {
             levels: vec![10, 50, 200],
             large_sessions: 40,
             large_size: 1 << 20,
+            smoke_docs: None,
         }
     }
 }
@@ -44,8 +49,12 @@ pub fn run(opts: Options) -> Result<()> {
         "bench lb needs root (network namespaces, XDP)"
     );
     crate::setup::ensure()?;
-    cmd::cargo(&["build", "--release", "-p", "balancer", "-p", "e2e"])?;
-    let bin = cmd::root().join("target/release");
+    let bin = if opts.smoke_docs.is_some() {
+        cmd::build_lab_binaries()?
+    } else {
+        cmd::cargo(&["build", "--release", "-p", "balancer", "-p", "e2e"])?;
+        cmd::root().join("target/release")
+    };
     topo::down(PREFIX);
     let work = tempdir()?;
     let lab = topo::Lab::up(
@@ -86,13 +95,24 @@ pub fn run(opts: Options) -> Result<()> {
     wait_for_smtp(&lab, &bin, VIP_NFT)?;
 
     let _stats = BpfStats::enable()?;
+    let mut nic = NicProbe::start(&bin, &lb.ns, lb.ifname)?;
     let doors = [Door::Xdp, Door::Haproxy, Door::Nftables, Door::Direct];
     let mut all: Vec<Measurement> = Vec::new();
     for &conc in &opts.levels {
         for round in 0..opts.rounds {
             for &door in &doors {
-                let m = measure(&lab, &bin, door, conc, opts.sessions, 2048, &xdp, hap.pid())
-                    .with_context(|| format!("{door:?} at concurrency {conc}"))?;
+                let m = measure(
+                    &lab,
+                    &bin,
+                    door,
+                    conc,
+                    opts.sessions,
+                    2048,
+                    &xdp,
+                    hap.pid(),
+                    &mut nic,
+                )
+                .with_context(|| format!("{door:?} at concurrency {conc}"))?;
                 println!("bench lb: round {round} c={conc:<4} {}", m.line());
                 all.push(m);
             }
@@ -110,12 +130,26 @@ pub fn run(opts: Options) -> Result<()> {
                 opts.large_size,
                 &xdp,
                 hap.pid(),
+                &mut nic,
             )?;
             println!("bench lb: round {round} large {}", m.line());
             large.push(m);
         }
     }
-    bench_report::write_lb(&cmd::root().join("docs"), &all, &large, &opts_line(&opts))?;
+    if opts.smoke_docs.is_some() {
+        let failed: u64 = all.iter().chain(&large).map(|m| m.sessions_failed).sum();
+        anyhow::ensure!(failed == 0, "bench lb smoke run: {failed} sessions failed");
+        anyhow::ensure!(
+            all.iter()
+                .all(|m| m.door == Door::Direct || m.nic_packets_per_session > 0.0),
+            "bench lb smoke run: the NIC probe saw no packets"
+        );
+    }
+    let docs = opts
+        .smoke_docs
+        .clone()
+        .unwrap_or_else(|| cmd::root().join("docs"));
+    bench_report::write_lb(&docs, &all, &large, &opts_line(&opts))?;
     Ok(())
 }
 
@@ -140,6 +174,7 @@ fn measure(
     size: usize,
     xdp: &XdpTier,
     haproxy_pid: u32,
+    nic: &mut NicProbe,
 ) -> Result<Measurement> {
     let servers: Vec<String> = match door {
         Door::Xdp => vec![format!("{}:25", topo::VIP4)],
@@ -153,7 +188,8 @@ fn measure(
     };
     let host0 = host_busy_ns()?;
     let hap0 = proc_cpu_ns(haproxy_pid);
-    let bpf0 = prog_run_ns(xdp)?;
+    let bpf0 = prog_stats(xdp)?;
+    let nic0 = nic.read()?;
     let daemon_pid = xdp.balancers[0].guard.pid();
     let daemon0 = proc_cpu_ns(daemon_pid);
     let out = lab
@@ -184,9 +220,21 @@ fn measure(
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let ok = report["sessions_ok"].as_u64().unwrap_or(0) as f64;
     let host = (host_busy_ns()? - host0) as f64;
-    let prog_ns = match door {
-        Door::Xdp => (prog_run_ns(xdp)? - bpf0) as f64,
-        _ => f64::NAN,
+    let nic1 = nic.read()?;
+    let (prog_ns, prog_runs) = match door {
+        Door::Xdp => {
+            let b = prog_stats(xdp)?;
+            ((b.0 - bpf0.0) as f64, (b.1 - bpf0.1) as f64)
+        }
+        _ => (f64::NAN, f64::NAN),
+    };
+    // No traffic crosses the balancer host in the direct runs: its NIC figure is noise.
+    let (nic_ns, nic_packets) = match door {
+        Door::Direct => (f64::NAN, f64::NAN),
+        _ => (
+            (nic1.ns - nic0.ns) as f64,
+            (nic1.packets - nic0.packets) as f64,
+        ),
     };
     let lb_cpu_ns = match door {
         Door::Xdp => prog_ns + (proc_cpu_ns(daemon_pid) - daemon0) as f64,
@@ -208,6 +256,9 @@ fn measure(
         lb_cpu_us_per_session: lb_cpu_ns / ok.max(1.0) / 1e3,
         prog_us_per_session: prog_ns / ok.max(1.0) / 1e3,
         host_cpu_us_per_session: host / ok.max(1.0) / 1e3,
+        prog_runs_per_session: prog_runs / ok.max(1.0),
+        nic_us_per_session: nic_ns / ok.max(1.0) / 1e3,
+        nic_packets_per_session: nic_packets / ok.max(1.0),
     })
 }
 
@@ -233,24 +284,6 @@ fn wait_for_smtp(lab: &topo::Lab, bin: &Path, vip: Ipv4Addr) -> Result<()> {
     });
     anyhow::ensure!(ok, "no SMTP service on {vip}:25 within 20 s");
     Ok(())
-}
-
-/// Total run time of the balancer's XDP program, from the kernel's BPF statistics.
-fn prog_run_ns(xdp: &XdpTier) -> Result<u64> {
-    let pinned = xdp.balancers[0].pin_dir.join("prog");
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "prog", "show", "pinned"])
-        .arg(&pinned)
-        .output()
-        .context("bpftool")?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "bpftool prog show pinned {}: {}",
-            pinned.display(),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
-    Ok(v["run_time_ns"].as_u64().unwrap_or(0))
 }
 
 /// Busy CPU time of the whole host (all CPUs, everything but idle and iowait), in ns.
@@ -288,25 +321,6 @@ pub fn proc_cpu_ns(pid: u32) -> u64 {
         return 0;
     }
     (f[10] + f[11]) * 1_000_000_000 / clk_tck()
-}
-
-/// Turns on the kernel's per-program run-time accounting for the bench, and restores the
-/// previous setting afterwards.
-struct BpfStats(String);
-
-impl BpfStats {
-    fn enable() -> Result<Self> {
-        let path = "/proc/sys/kernel/bpf_stats_enabled";
-        let old = std::fs::read_to_string(path)?.trim().to_string();
-        std::fs::write(path, "1")?;
-        Ok(BpfStats(old))
-    }
-}
-
-impl Drop for BpfStats {
-    fn drop(&mut self) {
-        let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
-    }
 }
 
 struct NftGuard<'a>(&'a Netns);

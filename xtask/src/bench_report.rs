@@ -45,17 +45,24 @@ pub struct Measurement {
     pub prog_us_per_session: f64,
     /// Busy CPU of the whole host per session.
     pub host_cpu_us_per_session: f64,
+    /// XDP only: program runs (packets it saw) per session.
+    pub prog_runs_per_session: f64,
+    /// Softirq time of the balancer NIC's NAPI polls per session (`balancer nic-time`):
+    /// the same rule for every door. NaN for the direct runs.
+    pub nic_us_per_session: f64,
+    pub nic_packets_per_session: f64,
 }
 
 impl Measurement {
     pub fn line(&self) -> String {
         format!(
-            "{:<22} {:>8.0} sess/s  p50 {:>7.2} ms  p99 {:>7.2} ms  lb {:>9.2} us/sess  host {:>8.1} us/sess  ok {} failed {}",
+            "{:<22} {:>8.0} sess/s  p50 {:>7.2} ms  p99 {:>7.2} ms  lb {:>9.2} us/sess  nic {:>7.2} us/sess  host {:>8.1} us/sess  ok {} failed {}",
             self.door.name(),
             self.sessions_per_s,
             self.p50_ms,
             self.p99_ms,
             self.lb_cpu_us_per_session,
+            self.nic_us_per_session,
             self.host_cpu_us_per_session,
             self.sessions_ok,
             self.sessions_failed
@@ -101,10 +108,37 @@ fn door_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
         .map(|(m, d)| {
             if m.lb_cpu_us_per_session.is_finite() {
                 m.lb_cpu_us_per_session
+            } else if m.nic_us_per_session.is_finite() {
+                m.nic_us_per_session
             } else {
                 m.host_cpu_us_per_session - d.host_cpu_us_per_session
             }
         })
+        .collect()
+}
+
+/// One rule for every door: the balancer NIC's softirq time plus the CPU of the door's
+/// own processes (XDP: the daemon; HAProxy: haproxy; nftables: none).
+fn same_rule_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
+    of(ms, door, conc)
+        .iter()
+        .map(|m| {
+            let own = match door {
+                Door::Xdp => m.lb_cpu_us_per_session - m.prog_us_per_session,
+                Door::Haproxy => m.lb_cpu_us_per_session,
+                Door::Nftables | Door::Direct => 0.0,
+            };
+            m.nic_us_per_session + own
+        })
+        .collect()
+}
+
+/// nftables by the old rule: the host's busy CPU over the direct run of the same round.
+fn host_over_direct(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
+    of(ms, door, conc)
+        .iter()
+        .zip(of(ms, Door::Direct, conc).iter())
+        .map(|(m, d)| m.host_cpu_us_per_session - d.host_cpu_us_per_session)
         .collect()
 }
 
@@ -134,50 +168,58 @@ pub fn write_lb(
         machine()
     );
     let _ = writeln!(md, "Workload: {workload}. Client: the project's `smtp-load` (per-session timings); backends: three Postfix `smtp-sink`s. All front doors run on one balancer host at once, each on its own VIP; the XDP program passes the peers' VIPs to the kernel (a few tens of ns per packet, included in their figures).\n");
-    let _ = writeln!(md, "CPU per session, the method: XDP = the program's own run time from `kernel.bpf_stats_enabled` (run_time_ns) plus the daemon's process CPU; HAProxy = its process CPU (utime + stime); nftables has no process, so its cost is the whole host's busy CPU per session minus that of the direct run in the same round (noisy: the difference of two large numbers). Ratios are computed pair by pair within each round, then the median and range over rounds are given.\n");
+    let _ = writeln!(md, "CPU per session, the method (the issue's rule): XDP = the program's own run time from `kernel.bpf_stats_enabled` (run_time_ns) plus the daemon's process CPU; HAProxy = its process CPU (utime + stime); nftables, which has no process, = the softirq time of the balancer host's NIC, measured by `balancer nic-time`: raw tracepoints time every NAPI poll of the balancer's `eth0` in its namespace (`irq:softirq_entry` to `napi:napi_poll`; on a veth with XDP every received packet is handled in those polls: the XDP program, `XDP_TX`, and for passed packets conntrack, DNAT and forwarding). The same NIC figure is given for every door, and a same-rule comparison adds to it the door's own process CPU (XDP: the daemon; HAProxy: haproxy, whose TCP receive work is in the NIC figure). The older nftables estimate, host CPU over the direct run, is kept beside it. Ratios are computed pair by pair within each round, then the median and range over rounds are given.\n");
     let _ = writeln!(md, "## Short sessions (one 2 KiB message)\n");
-    let _ = writeln!(md, "| concurrency | front door | sessions/s | messages/s | p50 ms | p99 ms | front-door CPU µs/session | host CPU µs/session | failed |");
+    let _ = writeln!(md, "| concurrency | front door | sessions/s | messages/s | p50 ms | p99 ms | front-door CPU µs/session | NIC softirq µs/session | NIC packets/session | host CPU µs/session | failed |");
     let _ = writeln!(
         md,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for &c in &levels {
         for d in doors {
             let runs = of(short, d, c);
             let med = |f: fn(&Measurement) -> f64| median(runs.iter().map(|m| f(m)).collect());
             let cpu = median(door_cpu(short, d, c));
+            let dash = |v: f64, prec: usize| {
+                if d == Door::Direct || !v.is_finite() {
+                    "-".to_string()
+                } else {
+                    format!("{v:.prec$}")
+                }
+            };
             let _ = writeln!(
                 md,
-                "| {c} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {} |",
+                "| {c} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} |",
                 d.name(),
                 med(|m| m.sessions_per_s),
                 med(|m| m.messages_per_s),
                 med(|m| m.p50_ms),
                 med(|m| m.p99_ms),
-                if d == Door::Direct {
-                    "-".to_string()
-                } else {
-                    format!("{cpu:.2}")
-                },
+                dash(cpu, 2),
+                dash(med(|m| m.nic_us_per_session), 2),
+                dash(med(|m| m.nic_packets_per_session), 1),
                 med(|m| m.host_cpu_us_per_session),
                 runs.iter().map(|m| m.sessions_failed).sum::<u64>()
             );
         }
     }
-    let _ = writeln!(md, "\nOf the XDP figure, the program itself (BPF run time) takes, by concurrency: {}; the rest is the daemon's CPU (health checks of six backends every 250 ms, a constant per second, measured in 10 ms clock ticks over sub-second runs).", levels.iter().map(|&c| format!("{c}: {:.2} µs", median(of(short, Door::Xdp, c).iter().map(|m| m.prog_us_per_session).collect()))).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(md, "\nOf the XDP figure, the program itself (BPF run time) takes, by concurrency: {}; the rest is the daemon's CPU (health checks of six backends every 250 ms, a constant per second, measured in 10 ms clock ticks over sub-second runs).", levels.iter().map(|&c| {
+        let x = of(short, Door::Xdp, c);
+        let prog = median(x.iter().map(|m| m.prog_us_per_session).collect());
+        let runs = median(x.iter().map(|m| m.prog_runs_per_session).collect());
+        format!("{c}: {prog:.2} µs over {runs:.1} packets ({:.0} ns per packet)", prog * 1e3 / runs)
+    }).collect::<Vec<_>>().join(", "));
     let _ = writeln!(md, "\n## Ratios (per-round pairs; median, [min, max])\n");
-    let _ = writeln!(md, "| concurrency | HAProxy CPU / XDP CPU | nftables CPU / XDP CPU | HAProxy CPU / XDP program only | nftables CPU / XDP program only | XDP sessions/s / best peer |");
-    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
+    let _ = writeln!(md, "| concurrency | HAProxy CPU / XDP CPU | nftables CPU / XDP CPU | HAProxy / XDP, same rule | nftables / XDP, same rule | nftables host-over-direct / XDP CPU | XDP sessions/s / best peer |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- |");
     for &c in &levels {
         let x = door_cpu(short, Door::Xdp, c);
         let h = pair_ratios(&x, &door_cpu(short, Door::Haproxy, c));
         let n = pair_ratios(&x, &door_cpu(short, Door::Nftables, c));
-        let prog: Vec<f64> = of(short, Door::Xdp, c)
-            .iter()
-            .map(|m| m.prog_us_per_session)
-            .collect();
-        let hp = pair_ratios(&prog, &door_cpu(short, Door::Haproxy, c));
-        let np = pair_ratios(&prog, &door_cpu(short, Door::Nftables, c));
+        let xs = same_rule_cpu(short, Door::Xdp, c);
+        let hs = pair_ratios(&xs, &same_rule_cpu(short, Door::Haproxy, c));
+        let ns = pair_ratios(&xs, &same_rule_cpu(short, Door::Nftables, c));
+        let nd = pair_ratios(&x, &host_over_direct(short, Door::Nftables, c));
         let rate = |d| {
             of(short, d, c)
                 .iter()
@@ -196,11 +238,12 @@ pub fn write_lb(
         };
         let _ = writeln!(
             md,
-            "| {c} | {} | {} | {} | {} | {} |",
+            "| {c} | {} | {} | {} | {} | {} | {} |",
             f(&h),
             f(&n),
-            f(&hp),
-            f(&np),
+            f(&hs),
+            f(&ns),
+            f(&nd),
             f(&tp)
         );
     }

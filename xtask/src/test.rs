@@ -84,6 +84,21 @@ pub fn run() -> Result<()> {
                 ])
             })?;
         }
+        // The benchmark is not a test, but it must keep working: a tiny workload, its
+        // report written to a scratch directory.
+        step("bench lb smoke run (root)", &mut || {
+            let docs = std::env::temp_dir().join(format!("bench-lb-smoke-{}", std::process::id()));
+            let r = crate::bench_lb::run(crate::bench_lb::Options {
+                rounds: 1,
+                sessions: 40,
+                levels: vec![4],
+                large_sessions: 2,
+                large_size: 256 * 1024,
+                smoke_docs: Some(docs.clone()),
+            });
+            let _ = std::fs::remove_dir_all(&docs);
+            r
+        })?;
     }
 
     println!("\n==> timings");

@@ -22,6 +22,8 @@ pub struct Hooks {
     pub detach: fn(&Config) -> Result<(), HookError>,
     /// Attaches the decap program; the returned closure detaches it.
     pub decap: fn(&super::DecapArgs) -> Result<DetachFn, HookError>,
+    /// Runs the `nic-time` probe until its input ends.
+    pub nic_time: fn(&super::NicTimeArgs) -> Result<(), HookError>,
 }
 
 /// Undoes an attachment made by a hook.
@@ -93,6 +95,14 @@ pub async fn run(cli: Cli, hooks: Hooks) -> Result<(), CliError> {
             })?;
             info!(iface = %args.iface, "decap detached");
             Ok(())
+        }
+        Command::NicTime(args) => {
+            tokio::task::block_in_place(|| (hooks.nic_time)(&args)).map_err(|source| {
+                CliError::Hook {
+                    what: "nic-time",
+                    source,
+                }
+            })
         }
         Command::Detach { config } => {
             let cfg = config::load(&config)?;

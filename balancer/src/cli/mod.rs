@@ -91,6 +91,22 @@ pub enum Command {
     /// lose their outer header and reach the stack; everything else passes untouched
     /// (with no `--local`, it is a pure pass-through program).
     Decap(DecapArgs),
+    /// Diagnostics: time the kernel's NAPI polls of one interface (on a veth with XDP,
+    /// every received packet: the XDP program, `XDP_TX`, and the stack for passed ones).
+    /// Prints the totals as one JSON line now and after every line read on stdin;
+    /// detaches at end of input. `cargo xtask bench lb` drives it.
+    NicTime(NicTimeArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NicTimeArgs {
+    /// Interface name to time.
+    #[arg(long)]
+    pub iface: String,
+    /// Its network namespace, by name (`/run/netns/NAME`); without it, every interface
+    /// of that name is timed.
+    #[arg(long)]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -108,8 +108,10 @@ pub trait DataPlaneOps {
 }
 
 pub mod attach;
+pub mod btf;
 pub mod decap;
 pub mod keys;
+pub mod nic_time;
 pub mod xdp;
 
 pub use attach::{AttachMode, RunResult};

@@ -6,7 +6,7 @@
 //! (198.18.0.25 XDP, .26 HAProxy, .27 nftables); a fourth "direct" door sends the same
 //! sessions straight to the backends' own addresses, as the baseline for host CPU.
 
-use crate::bench_lb_probe::{prog_stats, BpfStats, NicProbe};
+use crate::bench_lb_probe::{prog_stats, stats_floor_ns, BpfStats, NicProbe};
 use crate::bench_report::{self, Door, Measurement};
 use crate::cmd;
 use anyhow::{bail, Context, Result};
@@ -96,6 +96,7 @@ pub fn run(opts: Options) -> Result<()> {
 
     let _stats = BpfStats::enable()?;
     let mut nic = NicProbe::start(&bin, &lb.ns, lb.ifname)?;
+    let mut floors = vec![stats_floor_ns(&xdp, &work)?];
     let doors = [Door::Xdp, Door::Haproxy, Door::Nftables, Door::Direct];
     let mut all: Vec<Measurement> = Vec::new();
     for &conc in &opts.levels {
@@ -118,6 +119,7 @@ pub fn run(opts: Options) -> Result<()> {
             }
         }
     }
+    floors.push(stats_floor_ns(&xdp, &work)?);
     let mut large: Vec<Measurement> = Vec::new();
     for round in 0..opts.rounds {
         for &door in &doors {
@@ -149,7 +151,7 @@ pub fn run(opts: Options) -> Result<()> {
         .smoke_docs
         .clone()
         .unwrap_or_else(|| cmd::root().join("docs"));
-    bench_report::write_lb(&docs, &all, &large, &opts_line(&opts))?;
+    bench_report::write_lb(&docs, &all, &large, &opts_line(&opts), &floors)?;
     Ok(())
 }
 

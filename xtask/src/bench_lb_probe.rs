@@ -111,3 +111,38 @@ impl Drop for BpfStats {
         let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
     }
 }
+
+/// What `bpf_stats` charges the balancer program for a run that does almost nothing: a
+/// frame of an ethertype the program passes at its first check, run a million times
+/// through `BPF_PROG_TEST_RUN` on the very program the lab uses, divided by the runs.
+/// The accounting reads the clock around every run; on this VM's paravirtual clock that
+/// is tens of ns, which a per-packet figure from `run_time_ns` includes.
+pub fn stats_floor_ns(xdp: &XdpTier, scratch: &Path) -> Result<f64> {
+    let frame = scratch.join("floor-frame.bin");
+    let mut f = vec![0u8; 60];
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes()); // IEEE local experimental
+    std::fs::write(&frame, &f)?;
+    let pinned = xdp.balancers[0].pin_dir.join("prog");
+    let runs: u64 = 1_000_000;
+    let before = prog_stats(xdp)?;
+    let out = Command::new("bpftool")
+        .args(["prog", "run", "pinned"])
+        .arg(&pinned)
+        .arg("data_in")
+        .arg(&frame)
+        .args(["repeat", &runs.to_string()])
+        .output()
+        .context("bpftool prog run")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bpftool prog run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = prog_stats(xdp)?;
+    let counted = after.1 - before.1;
+    anyhow::ensure!(
+        counted >= runs,
+        "bpf_stats counted {counted} of {runs} runs"
+    );
+    Ok((after.0 - before.0) as f64 / counted as f64)
+}

@@ -9,6 +9,25 @@
 
 pub mod hash;
 
+/// What every eBPF program object of this crate needs besides its code: a panic handler
+/// (no_std; the verifier rejects any path that could reach it anyway) and the licence
+/// section, which must say GPL for the kernel to grant GPL-only helpers such as
+/// `bpf_ktime_get_ns` and `bpf_probe_read_kernel`. One macro so that the objects agree.
+#[macro_export]
+macro_rules! program_boilerplate {
+    () => {
+        #[cfg(not(test))]
+        #[panic_handler]
+        fn panic(_info: &core::panic::PanicInfo) -> ! {
+            loop {}
+        }
+
+        #[unsafe(link_section = "license")]
+        #[unsafe(no_mangle)]
+        static LICENSE: [u8; 4] = *b"GPL\0";
+    };
+}
+
 /// Map names, exactly as they appear in the object file (BPF limits them to 15 bytes).
 pub mod map_names {
     pub const VIPS: &str = "VIPS";

@@ -462,12 +462,4 @@ fn icmp_verdict(ctx: &XdpContext, l2: &L2, ip: &Ip) -> Res {
     Ok(Verdict::Tx)
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+balancer_ebpf::program_boilerplate!();

@@ -138,12 +138,4 @@ fn try_decap(ctx: &XdpContext) -> Result<bool, DecapCounter> {
     Ok(true)
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+balancer_ebpf::program_boilerplate!();

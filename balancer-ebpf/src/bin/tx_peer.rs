@@ -30,12 +30,4 @@ pub fn tx_peer(ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 4] = *b"GPL\0";
+balancer_ebpf::program_boilerplate!();

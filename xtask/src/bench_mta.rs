@@ -1,24 +1,42 @@
 //! `cargo xtask bench mta-ingest`: inbound throughput of `mta-worker` against a stock
 //! Postfix on the same machine, in the same run, both durable (fsync before 250).
 //!
-//! Postfix runs as a private instance (own config and queue directories in a temp dir,
-//! started with `postfix -c DIR`, loopback port, mail put on hold so it stays queued and
-//! is not delivered, like the worker's spool); the system Postfix is never touched.
-//! `smtp-source` drives both with the same parameters in interleaved rounds
-//! (worker, Postfix, Postfix, worker, ...) so that machine noise hits both alike.
-//! Results go to stdout and `docs/benchmarks-mta.md`.
+//! `smtp-source` drives both with the same parameters in interleaved rounds (worker,
+//! Postfix, Postfix, worker, ...) so that machine noise hits both alike. After each
+//! large-message load shape, a disk ceiling probe writes the way the worker's group
+//! commit just did, on the same file system, so every round says how close the worker
+//! came to what the disk gave at that moment. Per run it also records the bytes each
+//! server made the kernel write per message. Results go to stdout and
+//! `docs/benchmarks-mta.md` (the inbound part; the outbound relay section there belongs
+//! to `bench mta-relay`).
+//!
+//! Parts: `worker.rs` and `postfix.rs` start and read the two servers, `procs.rs` reads
+//! CPU and I/O of a process tree, `disk.rs` is the probe and the device counters,
+//! `report.rs` writes the page.
+
+mod disk;
+mod postfix;
+mod procs;
+mod report;
+mod worker;
 
 use crate::cmd;
-use anyhow::{bail, Context, Result};
-use std::fmt::Write as _;
-use std::io::{Read, Write};
+use anyhow::{bail, Result};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Hard bound on one smtp-source run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes a spool record adds to the payload (first line, JSON envelope, `Received:`),
+/// about 0.4 KiB with the benchmark's addresses; the probe writes records of payload +
+/// this.
+const RECORD_OVERHEAD: usize = 512;
+
+/// Load shapes with at least this payload get a disk ceiling probe.
+const PROBE_MIN_PAYLOAD: usize = 64 * 1024;
 
 pub struct Options {
     pub rounds: usize,
@@ -44,12 +62,50 @@ enum Target {
     Postfix,
 }
 
+/// One server, one load shape, one round.
 struct Sample {
     target: Target,
     case: usize,
     round: usize,
     msgs_per_s: f64,
     cpu_ms_per_msg: f64,
+    /// Process-tree `write_bytes` per accepted message (see `procs.rs`).
+    written_per_msg: f64,
+    /// Device sectors written per accepted message during the run: journal included, but
+    /// so is anything else the machine wrote meanwhile.
+    device_per_msg: f64,
+    /// Worker only: mean messages per group commit and mean ms per commit.
+    commit: Option<(f64, f64)>,
+    /// smtp-source's own CPU time per message.
+    client_cpu_ms_per_msg: f64,
+    /// Share of the machine's CPU time that was idle during the run.
+    idle: f64,
+    /// CPUs' worth of time used by neither the server nor smtp-source (other jobs, and
+    /// kernel work not charged to either).
+    others_cpus: f64,
+}
+
+impl Sample {
+    /// MB/s the server made the kernel write.
+    fn written_mb_per_s(&self) -> f64 {
+        self.msgs_per_s * self.written_per_msg / 1e6
+    }
+}
+
+/// One ceiling probe, run right after both servers in a round of a load shape.
+struct ProbeSample {
+    case: usize,
+    round: usize,
+    record: usize,
+    batch: usize,
+    r: disk::ProbeResult,
+}
+
+impl ProbeSample {
+    /// Messages/s the disk takes at this record size and batch: the ceiling for the worker.
+    fn msgs_per_s(&self) -> f64 {
+        self.r.bytes as f64 / self.record as f64 / self.r.secs
+    }
 }
 
 /// Removes the benchmark's temp dir however the run ends.
@@ -59,71 +115,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Kills the worker (our own child, by PID) however the run ends.
-struct WorkerProc(Child);
-
-impl Drop for WorkerProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Stops the private Postfix instance however the run ends.
-struct PostfixInstance {
-    config_dir: PathBuf,
-    queue_dir: PathBuf,
-}
-
-impl Drop for PostfixInstance {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.config_dir)
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl PostfixInstance {
-    fn master_pid(&self) -> Result<i32> {
-        let s = std::fs::read_to_string(self.queue_dir.join("pid/master.pid"))?;
-        Ok(s.trim().parse()?)
-    }
-
-    fn held(&self) -> usize {
-        count_files(&self.queue_dir.join("hold"))
-    }
-
-    fn purge(&self) -> Result<()> {
-        let st = Command::new("postsuper")
-            .arg("-c")
-            .arg(&self.config_dir)
-            .args(["-d", "ALL"])
-            .stderr(Stdio::null())
-            .status()?;
-        if !st.success() {
-            bail!("postsuper -d ALL failed");
-        }
-        Ok(())
-    }
-}
-
-fn count_files(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    rd.flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => count_files(&e.path()),
-            Ok(_) => 1,
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn free_port() -> Result<u16> {
@@ -141,182 +132,6 @@ fn wait_port(addr: SocketAddr) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
-}
-
-/// (ppid, utime+stime, cutime+cstime) in clock ticks from /proc/<pid>/stat.
-fn proc_stat(pid: i32) -> Option<(i32, u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces: fields start after the last ')'.
-    let f: Vec<&str> = s[s.rfind(')')? + 2..].split(' ').collect();
-    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-    Some((f.get(1)?.parse().ok()?, n(11)? + n(12)?, n(13)? + n(14)?))
-}
-
-/// CPU ticks of a process tree root: itself, its reaped children, its live children.
-fn tree_ticks(root: i32) -> u64 {
-    let mut total = proc_stat(root)
-        .map(|(_, own, reaped)| own + reaped)
-        .unwrap_or(0);
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-                continue;
-            };
-            if let Some((ppid, own, _)) = proc_stat(pid) {
-                if ppid == root {
-                    total += own;
-                }
-            }
-        }
-    }
-    total
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-fn worker_depth(admin: SocketAddr) -> Result<u64> {
-    let body = http_get(admin, "/status")?;
-    let v = body
-        .split("\"queue_depth\":")
-        .nth(1)
-        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .context("no queue_depth in /status")?;
-    Ok(v)
-}
-
-fn start_worker(dir: &Path) -> Result<(WorkerProc, SocketAddr, SocketAddr)> {
-    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let cfg = dir.join("worker.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "hostname = \"bench.test\"\n[spool]\ndir = \"{}\"\n[relay]\nnetworks = [\"127.0.0.0/8\"]\n[limits]\nmax_connections = 2000\nmax_connections_per_ip = 2000\n[[listener]]\nrole = \"relay\"\naddresses = [\"{smtp}\"]\n[admin]\nlisten = \"{admin}\"\n[log]\nlevel = \"warn\"\n",
-            dir.join("worker-spool").display()
-        ),
-    )?;
-    let bin = cmd::root().join("target/release/mta-worker");
-    let child = Command::new(bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .spawn()?;
-    let p = WorkerProc(child);
-    wait_port(smtp)?;
-    Ok((p, smtp, admin))
-}
-
-fn start_postfix(dir: &Path) -> Result<(PostfixInstance, SocketAddr)> {
-    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let etc = dir.join("postfix-etc");
-    let queue = dir.join("postfix-queue");
-    let data = dir.join("postfix-data");
-    for d in [&etc, &queue, &data] {
-        std::fs::create_dir_all(d)?;
-    }
-    let st = Command::new("chown").arg("postfix").arg(&data).status()?;
-    if !st.success() {
-        bail!("chown postfix {} failed", data.display());
-    }
-    // master.cf: the stock services, chroot off (the queue dir is private), SMTP on our port.
-    let stock = std::fs::read_to_string("/etc/postfix/master.cf")
-        .context("reading /etc/postfix/master.cf")?;
-    let mut master = String::new();
-    for line in stock.lines() {
-        if line.starts_with('#') || line.starts_with(char::is_whitespace) || line.is_empty() {
-            continue;
-        }
-        let mut f: Vec<String> = line.split_whitespace().map(String::from).collect();
-        if f.len() < 8 || f[7] == "pipe" {
-            continue;
-        }
-        if f[0] == "smtp" && f[1] == "inet" {
-            f[0] = smtp.to_string();
-        }
-        if f[4] == "y" {
-            f[4] = "n".into();
-        }
-        master.push_str(&f.join(" "));
-        master.push('\n');
-    }
-    std::fs::write(etc.join("master.cf"), master)?;
-    let d = dir.display();
-    std::fs::write(
-        etc.join("main.cf"),
-        format!(
-            "compatibility_level = 3.6
-queue_directory = {q}
-data_directory = {dd}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = bench.test
-mydomain = bench.test
-myorigin = bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-relay_domains =
-smtpd_relay_restrictions = permit_mynetworks, reject
-# HOLD: accepted durably into the queue, then left there (the worker does not deliver either).
-smtpd_recipient_restrictions = check_client_access static:HOLD, permit_mynetworks, reject
-default_transport = discard
-relay_transport = discard
-local_transport = discard
-default_process_limit = 400
-smtpd_client_connection_count_limit = 0
-smtpd_client_connection_rate_limit = 0
-smtpd_client_message_rate_limit = 0
-message_size_limit = 10240000
-maillog_file = {d}/postfix.log
-maillog_file_prefixes = {d}
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-smtputf8_enable = no
-",
-            q = queue.display(),
-            dd = data.display(),
-        ),
-    )?;
-    let inst = PostfixInstance {
-        config_dir: etc.clone(),
-        queue_dir: queue,
-    };
-    for action in ["check", "start"] {
-        let out = Command::new("postfix")
-            .arg("-c")
-            .arg(&etc)
-            .arg(action)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "postfix -c {} {action}: {}",
-                etc.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-    wait_port(smtp)?;
-    Ok((inst, smtp))
 }
 
 /// Runs smtp-source to completion (bounded); returns wall seconds.
@@ -367,11 +182,12 @@ pub fn run(opts: Options) -> Result<()> {
     let base = std::env::temp_dir().join(format!("mta-bench-{}", std::process::id()));
     std::fs::create_dir_all(&base)?;
     let tmp = TempDir(base);
-    let (worker, w_addr, w_admin) = start_worker(&tmp.0)?;
-    let (postfix, p_addr) = start_postfix(&tmp.0)?;
+    let dev = disk::Device::of(&tmp.0)?;
+    let (worker, w_addr, w_admin) = worker::start_worker(&tmp.0)?;
+    let (postfix, p_addr) = postfix::start_postfix(&tmp.0)?;
     let w_pid = worker.0.id() as i32;
     let p_pid = postfix.master_pid()?;
-    let tck = clk_tck();
+    let tck = procs::clk_tck();
     // Warm-up, untimed: the release build just dirtied a lot of page cache, and both
     // servers' first messages pay for process start-up and directory creation.
     let _ = Command::new("sync").status();
@@ -381,6 +197,7 @@ pub fn run(opts: Options) -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     postfix.purge()?;
     let mut samples = Vec::new();
+    let mut probes = Vec::new();
     for round in 0..opts.rounds {
         for (ci, &(size, sessions, messages)) in CASES.iter().enumerate() {
             // Alternate who goes first so neither always runs on a warmer (or busier) machine.
@@ -394,145 +211,143 @@ pub fn run(opts: Options) -> Result<()> {
                     Target::Worker => (w_addr, w_pid),
                     Target::Postfix => (p_addr, p_pid),
                 };
-                let depth0 = if target == Target::Worker {
-                    worker_depth(w_admin)?
+                let (depth0, commit0) = if target == Target::Worker {
+                    (
+                        worker::worker_depth(w_admin)?,
+                        Some(worker::commit_stats(w_admin)?),
+                    )
                 } else {
-                    0
+                    (0, None)
                 };
-                let cpu0 = tree_ticks(pid);
+                disk::settle(&tmp.0)?;
+                let proc0 = procs::tree(pid);
+                let dev0 = dev.written();
+                let client0 = procs::reaped_children_secs();
+                let machine0 = procs::machine();
                 let secs = smtp_source(addr, size, sessions, messages)?;
-                let cpu = (tree_ticks(pid).saturating_sub(cpu0)) as f64 / tck;
+                let machine1 = procs::machine();
+                let client = procs::reaped_children_secs() - client0;
                 // Count what really got queued, not what the client believes it sent.
                 let accepted = match target {
-                    Target::Worker => (worker_depth(w_admin)? - depth0) as usize,
+                    Target::Worker => (worker::worker_depth(w_admin)? - depth0) as usize,
                     Target::Postfix => {
                         let t0 = Instant::now();
                         while postfix.held() < messages && t0.elapsed() < Duration::from_secs(10) {
                             std::thread::sleep(Duration::from_millis(20));
                         }
-                        let n = postfix.held();
-                        postfix.purge()?;
-                        n
+                        postfix.held()
                     }
                 };
+                let used = procs::tree(pid).since(proc0);
+                let dev_bytes = dev.written().saturating_sub(dev0);
+                let commit = match commit0 {
+                    Some(c0) => {
+                        let c = worker::commit_stats(w_admin)?.since(c0);
+                        Some((
+                            c.messages / c.commits.max(1.0),
+                            c.seconds * 1000.0 / c.commits.max(1.0),
+                        ))
+                    }
+                    None => None,
+                };
+                if target == Target::Postfix {
+                    postfix.purge()?;
+                }
                 if accepted != messages {
                     bail!("{target:?}: {accepted} of {messages} messages queued");
                 }
+                let n = messages as f64;
+                let (busy, total) = (
+                    machine1.0.saturating_sub(machine0.0) as f64,
+                    machine1.1.saturating_sub(machine0.1) as f64,
+                );
+                let server_secs = used.ticks as f64 / tck;
                 let s = Sample {
                     target,
                     case: ci,
                     round,
-                    msgs_per_s: messages as f64 / secs,
-                    cpu_ms_per_msg: cpu * 1000.0 / messages as f64,
+                    msgs_per_s: n / secs,
+                    cpu_ms_per_msg: server_secs * 1000.0 / n,
+                    written_per_msg: used.write_bytes as f64 / n,
+                    device_per_msg: dev_bytes as f64 / n,
+                    commit,
+                    client_cpu_ms_per_msg: client * 1000.0 / n,
+                    idle: 1.0 - busy / total.max(1.0),
+                    others_cpus: (busy / tck - server_secs - client).max(0.0) / secs,
                 };
                 println!(
-                    "round {} {:>7} B x {:>3} sessions {:?}: {:>8.0} msg/s, {:.3} ms CPU/msg",
+                    "round {} {:>7} B x {:>3} sessions {:?}: {:>8.0} msg/s, {:.3} ms CPU/msg (client {:.3}, machine idle {:.0}%, others {:.2} CPUs), {:.0} B written/msg ({:.0} MB/s), device {:.0} B/msg{}",
                     round + 1,
                     size,
                     sessions,
                     target,
                     s.msgs_per_s,
-                    s.cpu_ms_per_msg
+                    s.cpu_ms_per_msg,
+                    s.client_cpu_ms_per_msg,
+                    s.idle * 100.0,
+                    s.others_cpus,
+                    s.written_per_msg,
+                    s.written_mb_per_s(),
+                    s.device_per_msg,
+                    s.commit
+                        .map(|(b, ms)| format!(", {b:.1} msg/commit, {ms:.2} ms/commit"))
+                        .unwrap_or_default()
                 );
+                let commit = s.commit;
                 samples.push(s);
+                // Right after the worker's run, so that both see the disk in nearly the
+                // same state (it moves from minute to minute on this VM).
+                if target == Target::Worker && size >= PROBE_MIN_PAYLOAD {
+                    probes.push(probe_like_worker(&tmp.0, &dev, ci, round, commit)?);
+                }
             }
         }
     }
     drop(worker);
     drop(postfix);
-    let report = report(&samples, opts.rounds);
-    print!("{report}");
+    let page = report::page(&samples, &probes, opts.rounds, &dev.name);
+    print!("{page}");
     let path = cmd::root().join("docs/benchmarks-mta.md");
-    std::fs::write(&path, report)?;
+    report::write(&path, &page)?;
     println!("wrote {}", path.display());
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
-fn report(samples: &[Sample], rounds: usize) -> String {
-    let pick = |t: Target, c: usize, f: fn(&Sample) -> f64| -> Vec<f64> {
-        samples
-            .iter()
-            .filter(|s| s.target == t && s.case == c)
-            .map(f)
-            .collect()
+/// The probe copies the worker's write pattern of the run just before it: its record size
+/// and its mean batch per fdatasync. Only where bandwidth can be the limit: with 2 KiB
+/// records it would measure the flush rate, which on this VM swung between about 460 and
+/// 3200 flushes/s within a minute in manual runs, so it would say little about a run a
+/// few seconds away.
+fn probe_like_worker(
+    dir: &Path,
+    dev: &disk::Device,
+    case: usize,
+    round: usize,
+    commit: Option<(f64, f64)>,
+) -> Result<ProbeSample> {
+    let (size, sessions, _) = CASES[case];
+    let batch = commit.map_or(1, |(b, _)| b.round().max(1.0) as usize);
+    let record = size + RECORD_OVERHEAD;
+    disk::settle(dir)?;
+    let r = disk::probe(dir, dev, record, batch)?;
+    let p = ProbeSample {
+        case,
+        round,
+        record,
+        batch,
+        r,
     };
-    let mut o = String::new();
-    let kernel = cmd::output("uname", &["-r"]).unwrap_or_default();
-    let pf = cmd::output("postconf", &["-d", "mail_version"]).unwrap_or_default();
-    let _ = writeln!(
-        o,
-        "# mta-worker inbound benchmark (`cargo xtask bench mta-ingest`)\n"
+    println!(
+        "round {} {:>7} B x {:>3} sessions disk probe ({} records of {} B per fdatasync): {:.0} MB/s, {:.0} flush/s, ceiling {:.0} msg/s, device {:.2}x written",
+        round + 1,
+        size,
+        sessions,
+        batch,
+        record,
+        r.mb_per_s(),
+        r.flushes as f64 / r.secs,
+        p.msgs_per_s(),
+        r.device_bytes as f64 / r.bytes as f64
     );
-    let _ = writeln!(
-        o,
-        "Machine: {} CPUs, kernel {}, {}. Same machine, same run, {rounds} interleaved rounds;\nmedian per cell, ratio = median of the per-round ratios. Both sides durable (the worker's\ngroup commit, Postfix's fsync of each queue file) and both keep the mail queued (Postfix\nputs it on hold). Driver: `smtp-source -d -s SESSIONS -m MESSAGES -l SIZE` over loopback.\nCPU = the server's own CPU time (Postfix: master and all its children) per accepted message.\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        kernel.trim(),
-        pf.trim()
-    );
-    let _ = writeln!(o, "| payload | sessions | messages | mta-worker msg/s | Postfix msg/s | ratio | worker CPU ms/msg | Postfix CPU ms/msg |");
-    let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (ci, &(size, sessions, messages)) in CASES.iter().enumerate() {
-        let w = pick(Target::Worker, ci, |s| s.msgs_per_s);
-        let p = pick(Target::Postfix, ci, |s| s.msgs_per_s);
-        let ratios: Vec<f64> = (0..rounds)
-            .filter_map(|r| {
-                let get = |t| {
-                    samples
-                        .iter()
-                        .find(|s| s.target == t && s.case == ci && s.round == r)
-                        .map(|s| s.msgs_per_s)
-                };
-                Some(get(Target::Worker)? / get(Target::Postfix)?)
-            })
-            .collect();
-        let _ = writeln!(
-            o,
-            "| {} KiB | {sessions} | {messages} | {:.0} | {:.0} | {:.1}x | {:.3} | {:.3} |",
-            size / 1024,
-            median(w),
-            median(p),
-            median(ratios),
-            median(pick(Target::Worker, ci, |s| s.cpu_ms_per_msg)),
-            median(pick(Target::Postfix, ci, |s| s.cpu_ms_per_msg)),
-        );
-    }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let _ = writeln!(
-        o,
-        "\nLoad average when the run ended: {} (other jobs share this machine; see every round below).\n\n\
-## Reading the numbers\n\n\
-- Postfix pays one fsync per queue file in each cleanup process. The worker appends all\n  \
-messages that arrive during a flush to its segment file in the next group commit: one\n  \
-fdatasync per batch whatever its size (`mta_spool_commit_batch_size` in `/metrics`).\n\
-- With 100 KiB messages both sides move hundreds of MB/s to disk; the spread across\n  \
-rounds there follows the disk and the other jobs on the machine more than the servers.\n\
-- CPU per message is where the designs differ most: the worker does the whole SMTP\n  \
-transaction in one process with no queue-manager hand-offs and no per-message inode.\n\
-- On this 2-CPU machine smtp-source, the server and its disk share the same cores, and\n  \
-other jobs run alongside (see the load average and the spread across rounds).",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
-    let _ = writeln!(o, "\n## Every round\n\n| round | payload | sessions | server | msg/s | CPU ms/msg |\n|---:|---:|---:|---|---:|---:|");
-    for s in samples {
-        let (size, sessions, _) = CASES[s.case];
-        let _ = writeln!(
-            o,
-            "| {} | {} KiB | {sessions} | {:?} | {:.0} | {:.3} |",
-            s.round + 1,
-            size / 1024,
-            s.target,
-            s.msgs_per_s,
-            s.cpu_ms_per_msg
-        );
-    }
-    o
+    Ok(p)
 }

@@ -29,88 +29,37 @@ async fn swaks_plain_starttls_auth_and_smtps() -> R {
     let msg = "From: a@x.test\r\nTo: b@y.test\r\nSubject: swaks\r\n\r\nline one\r\n.dot line\r\nÜmlaut 8-bit\r\n";
     let file = w.material.path("msg.eml");
     std::fs::write(&file, msg)?;
-    let server = |a: std::net::SocketAddr| format!("{}:{}", a.ip(), a.port());
+    // One swaks run: server, recipient, then the TLS mode and AUTH arguments.
+    let swaks = |server: std::net::SocketAddr, to: &str, extra: &[&str]| {
+        let mut c = Command::new("swaks");
+        c.args(["--server", &format!("{}:{}", server.ip(), server.port())])
+            .args(["--from", "a@x.test", "--to", to])
+            .args(extra)
+            .arg("--data")
+            .arg(&file);
+        c
+    };
+    let auth = |mech: &'static str, password: &'static str| {
+        [
+            "--auth",
+            mech,
+            "--auth-user",
+            USER,
+            "--auth-password",
+            password,
+        ]
+    };
     // Plain relay from a trusted network.
-    run(Command::new("swaks")
-        .args([
-            "--server",
-            &server(w.relay),
-            "--from",
-            "a@x.test",
-            "--to",
-            "b@y.test",
-            "--helo",
-            "swaks.test",
-        ])
-        .arg("--data")
-        .arg(&file))
-    .await?;
+    run(&mut swaks(w.relay, "b@y.test", &["--helo", "swaks.test"])).await?;
     // Submission: STARTTLS then AUTH PLAIN.
-    run(Command::new("swaks")
-        .args([
-            "--server",
-            &server(w.submission),
-            "--from",
-            "a@x.test",
-            "--to",
-            "c@z.test",
-            "-tls",
-        ])
-        .args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            USER,
-            "--auth-password",
-            PASSWORD,
-        ])
-        .arg("--data")
-        .arg(&file))
-    .await?;
+    let tls_plain = [&["-tls"][..], &auth("PLAIN", PASSWORD)].concat();
+    run(&mut swaks(w.submission, "c@z.test", &tls_plain)).await?;
     // Implicit TLS with AUTH LOGIN.
-    run(Command::new("swaks")
-        .args([
-            "--server",
-            &server(w.smtps),
-            "--from",
-            "a@x.test",
-            "--to",
-            "d@z.test",
-            "--tls-on-connect",
-        ])
-        .args([
-            "--auth",
-            "LOGIN",
-            "--auth-user",
-            USER,
-            "--auth-password",
-            PASSWORD,
-        ])
-        .arg("--data")
-        .arg(&file))
-    .await?;
+    let smtps_login = [&["--tls-on-connect"][..], &auth("LOGIN", PASSWORD)].concat();
+    run(&mut swaks(w.smtps, "d@z.test", &smtps_login)).await?;
     // Wrong password: swaks must fail and nothing is spooled for it.
-    let bad = run(Command::new("swaks")
-        .args([
-            "--server",
-            &server(w.submission),
-            "--from",
-            "a@x.test",
-            "--to",
-            "e@z.test",
-            "-tls",
-        ])
-        .args([
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            USER,
-            "--auth-password",
-            "wrong",
-        ])
-        .arg("--data")
-        .arg(&file))
-    .await;
+    let tls_wrong = [&["-tls"][..], &auth("PLAIN", "wrong")].concat();
+    let bad = run(&mut swaks(w.submission, "e@z.test", &tls_wrong)).await;
     assert!(bad.is_err());
     let s = w.spooled();
     assert_eq!(s.len(), 3);

@@ -2,6 +2,7 @@
 //! The binary (`main.rs`) is a thin CLI over [`server::run`].
 
 pub mod api;
+pub mod append;
 pub mod auth;
 pub mod bounce;
 pub mod config;

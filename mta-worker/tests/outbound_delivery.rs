@@ -252,3 +252,71 @@ async fn transport_map_and_sender_dependent_pools_pick_the_source() {
         "no attempt is logged against the missing source"
     );
 }
+
+/// A backlog on one connection: each next message's MAIL/RCPT/DATA rides with the
+/// previous body (pipelining). Refused recipients in the middle of the stream (some, and
+/// all of one message's) must not shift any reply onto the wrong message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_backlog_on_one_connection() {
+    let dns = Dnsmasq::start(&[
+        "--mx-host=p.test,mx.p.test,10".into(),
+        "--host-record=mx.p.test,127.0.0.22".into(),
+    ]);
+    let script = Script {
+        reject_rcpt: Some(("bad".into(), "550 5.1.1 no such user".into())),
+        // Slow enough that the queue builds up behind the first message.
+        data_delay: std::time::Duration::from_millis(30),
+        ..Default::default()
+    };
+    let sink = Sink::start(&[ip("127.0.0.22")], script).await;
+    let toml = config(
+        dns.addr,
+        sink.port,
+        &[("default", &[("out23", "127.0.0.23", "out23.worker.test")])],
+        "",
+        "[defaults]\nmax_connections = 1\nmessages_per_connection = 100\n",
+    );
+    let w = Worker::start(&toml, Arc::new(SystemClock));
+    for i in 0..12 {
+        let (from, to): (&str, Vec<String>) = match i {
+            // Every recipient refused, null sender (no DSN).
+            4 => ("", vec![format!("bad{i}@p.test")]),
+            7 => (
+                "s@p.test",
+                vec![format!("bad{i}@p.test"), format!("ok{i}@p.test")],
+            ),
+            _ => ("s@p.test", vec![format!("ok{i}@p.test")]),
+        };
+        let to: Vec<&str> = to.iter().map(String::as_str).collect();
+        w.submit(from, &to, &format!("p{i}"), "").await;
+    }
+    // 11 messages, plus the DSN for bad7 (to s@p.test, through the same sink).
+    assert!(
+        wait_for(20, || sink.rec.msgs().len() >= 12).await,
+        "got {}",
+        sink.rec.msgs().len()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let msgs = sink.rec.msgs();
+    assert_eq!(msgs.len(), 12, "each message exactly once");
+    for i in (0..12).filter(|&i| i != 4) {
+        let subject = format!("Subject: p{i}\r\n");
+        let m: Vec<_> = msgs
+            .iter()
+            // The DSN for bad7 quotes p7's headers; it comes from <>.
+            .filter(|m| !m.from.is_empty() && String::from_utf8_lossy(&m.data).contains(&subject))
+            .collect();
+        assert_eq!(m.len(), 1, "p{i}");
+        assert_eq!(m[0].rcpts, vec![format!("ok{i}@p.test")], "p{i}");
+        assert!(String::from_utf8_lossy(&m[0].data).contains("\r\n.leading dot line\r\n"));
+    }
+    assert!(
+        sink.rec.conns().len() <= 2,
+        "the backlog reuses the connection: {} connections",
+        sink.rec.conns().len()
+    );
+    let log = w.log();
+    let events = |e: &str| log.iter().filter(|r| r["event"] == e).count();
+    assert_eq!(events("delivery"), 12, "11 messages and the DSN");
+    assert_eq!(events("bounce"), 2, "bad4, bad7");
+}

@@ -60,6 +60,8 @@ pub struct Shared {
     /// Reporting MTA name in DSNs.
     pub hostname: String,
     pub wake: Notify,
+    /// Becomes true at shutdown; parked (idle) connections watch it to quit at once.
+    pub stop: watch::Receiver<bool>,
 }
 
 /// Start-up options that are not in the outbound file.
@@ -100,18 +102,21 @@ impl Dispatcher {
                 path: c.raw.log_file.clone().unwrap_or_default(),
                 source,
             })?;
+        let egress = Egress::default();
+        egress.probe_local(&c.raw.pools);
         let shared = Arc::new(Shared {
             cfg,
             clock: opts.clock,
             store,
             dns,
-            egress: Egress::default(),
+            egress,
             tls,
             log,
             counters: Counters::default(),
             state: Mutex::new(State::default()),
             hostname: opts.hostname,
             wake: Notify::new(),
+            stop: shutdown.clone(),
         });
         let task = tokio::spawn(scheduler::run(shared.clone(), shutdown));
         Ok(DispatcherHandle {

@@ -35,6 +35,7 @@ pub async fn run(sh: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         schedule_due(&sh);
         start_connections(&sh);
     }
+    sh.log.flush();
     tracing::info!("outbound scheduler stopped");
 }
 
@@ -127,6 +128,8 @@ fn schedule_due(sh: &Arc<Shared>) {
                     pool: picked.pool.clone(),
                     ready: Default::default(),
                     active: 0,
+                    idle: 0,
+                    wake: Default::default(),
                     msg_pacer: Default::default(),
                     conn_pacer: Default::default(),
                     adaptive: Default::default(),
@@ -261,9 +264,14 @@ fn start_connections(sh: &Arc<Shared>) {
             if scale <= 0.0 || site.manual_suspend {
                 continue;
             }
+            // A parked connection takes the work first (no new handshake); it wakes the
+            // next parked one itself if more is left.
+            if pair.idle > 0 {
+                pair.wake.notify_one();
+            }
             let allowed =
                 ((sh_cfg.max_connections_per_source as f64 * scale).floor() as u32).max(1);
-            while !pair.ready.is_empty()
+            while pair.ready.len() > pair.idle as usize
                 && pair.active < allowed
                 && site.active < sh_cfg.max_connections
             {

@@ -8,10 +8,11 @@ use crate::queue::state::Route;
 use crate::shaping::config::SourceConfig;
 use crate::shaping::{Shaping, TlsPolicy};
 use mail_send::SmtpClient;
+use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{Response, EXT_8BIT_MIME, EXT_PIPELINING, EXT_START_TLS};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -102,6 +103,12 @@ pub struct Session {
     timeout: Duration,
     /// Set after an I/O error: the connection must not be reused.
     pub broken: bool,
+    /// The dot-stuffed message being sent, kept to reuse its allocation.
+    wire: Vec<u8>,
+    /// Received bytes not yet parsed into replies.
+    rbuf: Vec<u8>,
+    /// The next transaction's MAIL/RCPT/DATA went out with the last message body.
+    group_sent: bool,
 }
 
 /// Why no session could be opened.
@@ -182,6 +189,9 @@ async fn try_addr(
         caps: ehlo.capabilities,
         timeout: sh.command_timeout,
         broken: false,
+        wire: Vec::new(),
+        rbuf: Vec::new(),
+        group_sent: false,
     };
     if policy == TlsPolicy::Off || (!allow_tls && policy == TlsPolicy::Opportunistic) {
         return Ok(session);
@@ -305,70 +315,182 @@ pub async fn open(
 /// Dot-stuffs and CRLF-normalises `data`, ending with the terminating dot line.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 8);
-    let mut lines = data.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        if lines.peek().is_none() && line.is_empty() {
-            break;
-        }
+    stuff_into(&mut out, data);
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Appends `part` dot-stuffed and CRLF-normalised to `out` (no terminating dot line).
+/// A part that does not end with a line break gets one, so consecutive parts (a DKIM
+/// header, then the message) stuff exactly like their concatenation.
+fn stuff_into(out: &mut Vec<u8>, part: &[u8]) {
+    out.reserve(part.len() + part.len() / 64 + 8);
+    let mut rest = part;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.first() == Some(&b'.') {
             out.push(b'.');
         }
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
+        rest = next;
     }
-    out.extend_from_slice(b".\r\n");
-    out
+}
+
+/// The envelope of a transaction, for [`Session::send`]: the message itself and, to
+/// pipeline, the one after it.
+#[derive(Debug, Clone, Copy)]
+pub struct Txn<'a> {
+    pub sender: &'a str,
+    pub rcpts: &'a [&'a str],
+    pub body_8bit: bool,
 }
 
 impl Session {
-    /// One transaction. Returns one reply per recipient (in order); `Err` when the
-    /// connection failed (the reply then applies to every recipient not yet answered).
+    /// Whether the server offered PIPELINING (RFC 2920).
+    pub fn pipelining(&self) -> bool {
+        self.caps & EXT_PIPELINING != 0
+    }
+
+    /// One transaction for the concatenation of `parts` (e.g. a DKIM header, then the
+    /// message). Returns one reply per recipient (in order); `Err` when the connection
+    /// failed (the reply then applies to every recipient not yet answered).
+    ///
+    /// `next`, on a pipelining server, is the transaction the caller will send right
+    /// after this one: its MAIL/RCPT/DATA group then travels in the same write as this
+    /// message's body (RFC 2920 lets message content start a group), so a steady stream
+    /// costs one round trip per message instead of two. The caller must make `next` its
+    /// next call to `send` on this session (or drop the session).
     pub async fn send(
         &mut self,
-        sender: &str,
-        rcpts: &[&str],
-        data: &[u8],
-        body_8bit: bool,
+        txn: Txn<'_>,
+        parts: &[&[u8]],
+        next: Option<Txn<'_>>,
     ) -> Result<Vec<Reply>, Reply> {
-        let r = self.transaction(sender, rcpts, data, body_8bit).await;
+        let r = self.transaction(txn, parts, next).await;
         if r.is_err() {
             self.broken = true;
         }
         r
     }
 
+    /// Appends the MAIL, RCPT and DATA commands of `t` to `out`.
+    fn push_group(&self, out: &mut Vec<u8>, t: Txn<'_>) {
+        out.extend_from_slice(b"MAIL FROM:<");
+        out.extend_from_slice(t.sender.as_bytes());
+        out.push(b'>');
+        if t.body_8bit && self.caps & EXT_8BIT_MIME != 0 {
+            out.extend_from_slice(b" BODY=8BITMIME");
+        }
+        out.extend_from_slice(b"\r\n");
+        for r in t.rcpts {
+            out.extend_from_slice(b"RCPT TO:<");
+            out.extend_from_slice(r.as_bytes());
+            out.extend_from_slice(b">\r\n");
+        }
+        out.extend_from_slice(b"DATA\r\n");
+    }
+
+    /// Writes `buf` and reads `n` replies, within the command timeout.
+    async fn exchange(&mut self, buf: &[u8], n: usize) -> Result<Vec<Reply>, Reply> {
+        let timeout = self.timeout;
+        let fut = async {
+            if !buf.is_empty() {
+                on!(&mut self.stream, c => {
+                    c.stream.write_all(buf).await.map_err(net_err)?;
+                    c.stream.flush().await.map_err(net_err)?;
+                });
+            }
+            self.read_replies(n).await
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| net_err("reply timed out"))?
+    }
+
+    /// Reads `n` replies. Bytes after the last one stay buffered for the next call: with
+    /// pipelining, one segment often carries the replies of two transactions.
+    async fn read_replies(&mut self, n: usize) -> Result<Vec<Reply>, Reply> {
+        let mut out = Vec::with_capacity(n);
+        let mut parser = ResponseReceiver::default();
+        while out.len() < n {
+            if self.rbuf.is_empty() {
+                let mut chunk = [0u8; 4096];
+                let got =
+                    on!(&mut self.stream, c => c.stream.read(&mut chunk).await).map_err(net_err)?;
+                if got == 0 {
+                    return Err(net_err("connection closed by the server"));
+                }
+                self.rbuf.extend_from_slice(&chunk[..got]);
+            }
+            let mut it = self.rbuf.iter();
+            match parser.parse(&mut it) {
+                Ok(r) => {
+                    let used = self.rbuf.len() - it.as_slice().len();
+                    self.rbuf.drain(..used);
+                    out.push(Reply::from_resp(&r));
+                    parser.reset();
+                }
+                // The parser keeps the partial reply; everything buffered is consumed.
+                Err(smtp_proto::Error::NeedsMoreData { .. }) => self.rbuf.clear(),
+                Err(_) => return Err(net_err("unparseable reply")),
+            }
+        }
+        Ok(out)
+    }
+
     async fn transaction(
         &mut self,
-        sender: &str,
-        rcpts: &[&str],
-        data: &[u8],
-        body_8bit: bool,
+        txn: Txn<'_>,
+        parts: &[&[u8]],
+        next: Option<Txn<'_>>,
     ) -> Result<Vec<Reply>, Reply> {
-        let body = if body_8bit && self.caps & EXT_8BIT_MIME != 0 {
-            " BODY=8BITMIME"
+        let rcpts = txn.rcpts;
+        let mut replies: Vec<Reply>;
+        let data_reply: Option<Reply>;
+        if self.pipelining() {
+            // RFC 2920: MAIL, every RCPT and DATA in one write (one segment, one wake-up
+            // of the server), then one read for all their replies. The group may already
+            // be on the wire, sent with the previous message's body.
+            let mut group = std::mem::take(&mut self.wire);
+            group.clear();
+            if !std::mem::take(&mut self.group_sent) {
+                self.push_group(&mut group, txn);
+            }
+            let n = rcpts.len() + 2;
+            let rs = self.exchange(&group, n).await;
+            self.wire = group;
+            replies = rs?;
+            data_reply = replies.pop();
+            let accepted = replies[0].is_positive() && replies[1..].iter().any(Reply::is_positive);
+            if !accepted && data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                // The server should have refused DATA (no valid recipient); it opened a
+                // message anyway: end it empty before resetting.
+                self.exchange(b".\r\n", 1).await?;
+            }
         } else {
-            ""
-        };
-        let mut cmds = vec![format!("MAIL FROM:<{sender}>{body}\r\n")];
-        cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
-        let replies: Vec<Reply> = if self.caps & EXT_PIPELINING != 0 {
-            let rs = on!(&mut self.stream, c => c.cmds(cmds.iter()).await).map_err(net_err)?;
-            rs.iter().map(Reply::from_resp).collect()
-        } else {
-            let mut out = Vec::new();
+            let body = if txn.body_8bit && self.caps & EXT_8BIT_MIME != 0 {
+                " BODY=8BITMIME"
+            } else {
+                ""
+            };
+            let mut cmds = vec![format!("MAIL FROM:<{}>{body}\r\n", txn.sender)];
+            cmds.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
+            replies = Vec::new();
             for (i, cmd) in cmds.iter().enumerate() {
-                let r = Reply::from_resp(
-                    &on!(&mut self.stream, c => c.cmd(cmd.as_bytes()).await).map_err(net_err)?,
-                );
+                let r = self.exchange(cmd.as_bytes(), 1).await?.remove(0);
                 let stop = i == 0 && !r.is_positive();
-                out.push(r);
+                replies.push(r);
                 if stop {
                     break;
                 }
             }
-            out
-        };
+            data_reply = None;
+        }
         let mail = replies
             .first()
             .cloned()
@@ -385,26 +507,28 @@ impl Session {
             self.rset().await;
             return Ok(per);
         }
-        let r = Reply::from_resp(
-            &on!(&mut self.stream, c => c.cmd(b"DATA\r\n").await).map_err(net_err)?,
-        );
+        let r = match data_reply {
+            Some(r) => r,
+            None => self.exchange(b"DATA\r\n", 1).await?.remove(0),
+        };
         let final_reply = if r.code != 354 {
             self.rset().await;
             r
         } else {
-            let stuffed = dot_stuff(data);
-            let timeout = self.timeout;
-            let fut = async {
-                on!(&mut self.stream, c => {
-                    c.stream.write_all(&stuffed).await.map_err(net_err)?;
-                    c.stream.flush().await.map_err(net_err)?;
-                    c.read().await.map_err(net_err)
-                })
-            };
-            let resp = tokio::time::timeout(timeout, fut)
-                .await
-                .map_err(|_| net_err("timeout after DATA"))??;
-            Reply::from_resp(&resp)
+            // Stuffed into the session's reused buffer: no allocation per message.
+            let mut wire = std::mem::take(&mut self.wire);
+            wire.clear();
+            for p in parts {
+                stuff_into(&mut wire, p);
+            }
+            wire.extend_from_slice(b".\r\n");
+            if let Some(nx) = next.filter(|_| self.pipelining()) {
+                self.push_group(&mut wire, nx);
+                self.group_sent = true;
+            }
+            let resp = self.exchange(&wire, 1).await;
+            self.wire = wire;
+            resp?.remove(0)
         };
         for p in per.iter_mut() {
             if p.is_positive() {
@@ -415,13 +539,18 @@ impl Session {
     }
 
     async fn rset(&mut self) {
-        if on!(&mut self.stream, c => c.cmd(b"RSET\r\n").await).is_err() {
+        if self.exchange(b"RSET\r\n", 1).await.is_err() {
             self.broken = true;
         }
     }
 
-    /// Polite close; errors do not matter any more.
+    /// Polite close; errors do not matter any more. Not while a pipelined transaction
+    /// waits for its body (the server would take QUIT as message text): then the
+    /// connection is just dropped, which aborts that transaction.
     pub async fn quit(self) {
+        if self.group_sent {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             on!(self.stream, c => c.quit().await)
         })
@@ -437,5 +566,9 @@ mod tests {
     fn stuffing() {
         assert_eq!(dot_stuff(b"a\r\n.b\r\n"), b"a\r\n..b\r\n.\r\n");
         assert_eq!(dot_stuff(b"a\n.\nc"), b"a\r\n..\r\nc\r\n.\r\n");
+        let mut v = Vec::new();
+        stuff_into(&mut v, b"H: x\r\n");
+        stuff_into(&mut v, b".a\r\nb");
+        assert_eq!(v, b"H: x\r\n..a\r\nb\r\n");
     }
 }

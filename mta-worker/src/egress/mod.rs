@@ -185,6 +185,19 @@ impl Egress {
         }
     }
 
+    /// Marks every source whose address this host does not have, before any mail is
+    /// sent: the operator hears about it at start, and the first messages of the pool
+    /// are not the ones that find out.
+    pub fn probe_local(&self, pools: &[crate::shaping::config::PoolConfig]) {
+        for src in pools.iter().flat_map(|p| &p.sources) {
+            if let Err(e) = std::net::UdpSocket::bind((src.ip, 0)) {
+                if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                    self.mark_unusable(&src.name, format!("{}: {e}", src.ip));
+                }
+            }
+        }
+    }
+
     /// Sources marked unusable, with the reason.
     pub fn unusable(&self) -> Vec<(String, String)> {
         let st = self.state.lock().expect("egress lock");

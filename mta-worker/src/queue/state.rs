@@ -70,7 +70,12 @@ pub struct PairQ {
     pub source: SourceConfig,
     pub pool: String,
     pub ready: VecDeque<Ready>,
+    /// Open connections (idle ones included).
     pub active: u32,
+    /// Connections of `active` parked on an empty ready queue, waiting on `wake`.
+    pub idle: u32,
+    /// Wakes a parked connection when the scheduler fills the ready queue.
+    pub wake: Arc<tokio::sync::Notify>,
     pub msg_pacer: Pacer,
     pub conn_pacer: Pacer,
     pub adaptive: Adaptive,

@@ -279,6 +279,11 @@ pub struct QueueTuning {
     /// How long a failed DNS lookup or an unroutable domain waits before the next try.
     #[serde(default = "default_dns_retry")]
     pub dns_retry: Dur,
+    /// How long an outbound connection whose ready queue ran dry stays open waiting for
+    /// more mail of its route before it says QUIT (a connection per message costs both
+    /// ends a handshake, EHLO and QUIT). `"0s"` closes at once.
+    #[serde(default = "default_connection_idle")]
+    pub connection_idle: Dur,
 }
 
 impl Default for QueueTuning {
@@ -287,6 +292,7 @@ impl Default for QueueTuning {
             ready_queue_size: default_ready(),
             tick: default_tick(),
             dns_retry: default_dns_retry(),
+            connection_idle: default_connection_idle(),
         }
     }
 }
@@ -299,6 +305,9 @@ fn default_tick() -> Dur {
 }
 fn default_dns_retry() -> Dur {
     Dur(std::time::Duration::from_secs(60))
+}
+fn default_connection_idle() -> Dur {
+    Dur(std::time::Duration::from_secs(2))
 }
 
 /// Trust anchors for `tls = "required"`.

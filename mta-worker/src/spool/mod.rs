@@ -19,20 +19,23 @@ pub use defer::DeferRecord;
 pub use envelope::{Envelope, RecordError};
 pub use queue_id::QueueId;
 
+use crate::append::BatchedAppend;
 use crate::config::FlushMode;
 use crate::metrics::Metrics;
 use committer::CommitRequest;
 use defer::DeferLog;
 use index::Index;
 use queue_id::IdGenerator;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
+
+/// Most segment files [`Spool::load`] keeps open.
+const MAX_OPEN_SEGMENTS: usize = 64;
 
 /// Spool failures.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +85,11 @@ struct Inner {
     index: Arc<Mutex<Index>>,
     /// Segment the commit thread appends to; never deleted by `remove`.
     active: Arc<AtomicU64>,
-    /// Ids removed since start, appended without fsync (see [`Spool::remove`]).
-    removed_log: Mutex<File>,
+    /// Ids removed since start, appended in batches without fsync (see [`Spool::remove`]).
+    removed_log: BatchedAppend,
+    /// Open segment files for [`Spool::load`] (an open and a close per delivered message
+    /// otherwise); a file leaves when `remove` deletes its segment.
+    files: Mutex<HashMap<QueueId, Arc<File>>>,
     /// Retry state of deferred entries (see `defer.rs`).
     defer: Mutex<DeferLog>,
     commit_tx: Mutex<std_mpsc::Sender<CommitRequest>>,
@@ -130,7 +136,8 @@ impl Spool {
                 ids: IdGenerator::new(rec.newest),
                 index,
                 active,
-                removed_log: Mutex::new(rec.removed_log),
+                removed_log: BatchedAppend::new(rec.removed_log, "removed-log").map_err(io(dir))?,
+                files: Mutex::new(HashMap::new()),
                 defer: Mutex::new(defer),
                 commit_tx: Mutex::new(tx),
                 notify: Mutex::new(None),
@@ -208,9 +215,9 @@ impl Spool {
             .location(id)
             .ok_or(SpoolError::NotFound { id })?;
         let path = self.inner.segments.join(loc.segment.to_string());
+        let file = self.segment_file(loc.segment, &path)?;
         let mut buf = vec![0u8; loc.len as usize];
-        File::open(&path)
-            .and_then(|f| f.read_exact_at(&mut buf, loc.offset))
+        file.read_exact_at(&mut buf, loc.offset)
             .map_err(io(&path))?;
         let (rid, env, msg) = envelope::decode(&buf).map_err(|source| SpoolError::Record {
             path: path.clone(),
@@ -225,9 +232,25 @@ impl Spool {
         Ok((env, msg.to_vec()))
     }
 
-    /// Deletes a delivered (or bounced) message. The removal is logged without fsync, so
-    /// after a crash a removed message may come back: delivery is at-least-once for
-    /// messages that were in flight, and an accepted message is never lost.
+    /// The open segment file `seg` (opened on first use). The cache is bounded: past
+    /// [`MAX_OPEN_SEGMENTS`] it is emptied, as a spool that large is mostly idle mail.
+    fn segment_file(&self, seg: QueueId, path: &Path) -> Result<Arc<File>, SpoolError> {
+        if let Some(f) = self.inner.files.lock().expect("files lock").get(&seg) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(path).map_err(io(path))?);
+        let mut files = self.inner.files.lock().expect("files lock");
+        if files.len() >= MAX_OPEN_SEGMENTS {
+            files.clear();
+        }
+        files.insert(seg, f.clone());
+        Ok(f)
+    }
+
+    /// Deletes a delivered (or bounced) message. The removal is logged without fsync and
+    /// batched in memory for a few milliseconds ([`crate::append`]), so after a crash a
+    /// removed message may come back: delivery is at-least-once for messages that were in
+    /// flight, and an accepted message is never lost. Dropping the spool writes them all.
     pub fn remove(&self, id: QueueId) -> Result<(), SpoolError> {
         let emptied = self
             .inner
@@ -237,14 +260,12 @@ impl Spool {
             .remove(id)
             .ok_or(SpoolError::NotFound { id })?;
         self.inner.defer.lock().expect("defer lock").forget(id);
-        let log_path = self.inner.segments.join(recovery::REMOVED_LOG);
-        self.inner
-            .removed_log
-            .lock()
-            .expect("removed log lock")
-            .write_all(format!("{id}\n").as_bytes())
-            .map_err(io(&log_path))?;
+        self.inner.removed_log.append_with(|b| {
+            use std::io::Write as _;
+            let _ = writeln!(b, "{id}");
+        });
         if let Some(seg) = emptied.filter(|s| s.0 != self.inner.active.load(Ordering::SeqCst)) {
+            self.inner.files.lock().expect("files lock").remove(&seg);
             let p = self.inner.segments.join(seg.to_string());
             std::fs::remove_file(&p).map_err(io(&p))?;
         }

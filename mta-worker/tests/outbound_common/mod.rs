@@ -306,6 +306,10 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
                     "250 2.1.5 ok".into()
                 }
             }
+        } else if up == "DATA" && c.rcpts.is_empty() {
+            // Like Postfix's smtpd: with pipelining, DATA arrives even when every RCPT
+            // was refused, and must be refused too.
+            "554 5.5.1 no valid recipients".into()
         } else if up == "DATA" {
             let _ = io.get_mut().write_all(b"354 go\r\n").await;
             let mut data = Vec::new();

@@ -87,8 +87,15 @@ fn smtp_sink(addr: &str) -> (Proc, Arc<AtomicU64>) {
     (Proc(child), count)
 }
 
+/// The load. `BENCH_REUSE=1` keeps each session open for its messages (`-d`), as
+/// applications that pool their SMTP connections do; otherwise every message is a
+/// connection of its own, smtp-source's default.
 fn smtp_source(target: &str, n: u64, sessions: u64) -> Proc {
-    let child = Command::new("/usr/sbin/smtp-source")
+    let mut cmd = Command::new("/usr/sbin/smtp-source");
+    if std::env::var("BENCH_REUSE").is_ok_and(|v| v == "1") {
+        cmd.arg("-d");
+    }
+    let child = cmd
         .args([
             "-s",
             &sessions.to_string(),

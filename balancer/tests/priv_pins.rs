@@ -9,7 +9,9 @@
 mod common;
 
 use balancer::dataplane::{AttachMode, DataPlaneOps, LoadOptions, XdpDataPlane};
-use balancer_ebpf::{FlowKey, GlobalCounter as G};
+use balancer_ebpf::{
+    stats_backend_slot, stats_vip_slot, FlowKey, GlobalCounter as G, ObjectCounter,
+};
 use common::{packet::*, *};
 use std::{net::IpAddr, path::Path, process::Command};
 
@@ -96,7 +98,14 @@ fn run_life_cycle(pins: &Path) {
         _pad: [0; 2],
     };
     assert_eq!(dp.flow(&key).expect("flow survived").backend_id, expected);
-    assert_eq!(dp.read_stats().unwrap()[G::NewFlow as usize].packets, 1);
+    let stats = dp.read_stats().unwrap();
+    assert_eq!(stats[G::NewFlow as usize].packets, 1);
+    // Per-VIP and per-backend counters are read for what the maps hold, before the
+    // restarted daemon configures anything.
+    let vip_new = stats_vip_slot(0, ObjectCounter::NewFlows) as usize;
+    let backend_new = stats_backend_slot(expected, ObjectCounter::NewFlows) as usize;
+    assert_eq!(stats[vip_new].packets, 1);
+    assert_eq!(stats[backend_new].packets, 1);
     let r = dp
         .test_run(&Tcp::new(c, VIP4.into(), 40000, PORT, ACK).frame(), 1)
         .unwrap();

@@ -307,8 +307,28 @@ fn clk_tck() -> u64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
 }
 
-/// User + system CPU of a process (and its threads), in ns; 0 if it is gone.
+/// CPU time of a process (all its threads), in ns; 0 if it is gone. From each thread's
+/// `schedstat` (nanoseconds on the CPU): the daemon's health checks cost a millisecond
+/// here and there, which `stat`'s 10 ms ticks would round to 0 or to 5 µs per session
+/// over a sub-second run. Falls back to the ticks where `schedstat` is missing.
 pub fn proc_cpu_ns(pid: u32) -> u64 {
+    let from_tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        });
+    match from_tasks {
+        Some(ns) if ns > 0 => ns,
+        _ => proc_ticks_ns(pid),
+    }
+}
+
+/// User + system CPU of a process from `/proc/<pid>/stat`, in ns (10 ms resolution).
+fn proc_ticks_ns(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };

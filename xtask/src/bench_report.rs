@@ -92,7 +92,7 @@ fn spread(v: &[f64]) -> (f64, f64) {
     )
 }
 
-fn of(ms: &[Measurement], door: Door, conc: usize) -> Vec<&Measurement> {
+pub(crate) fn of(ms: &[Measurement], door: Door, conc: usize) -> Vec<&Measurement> {
     ms.iter()
         .filter(|m| m.door == door && m.concurrency == conc)
         .collect()
@@ -100,7 +100,7 @@ fn of(ms: &[Measurement], door: Door, conc: usize) -> Vec<&Measurement> {
 
 /// Front-door CPU per session: the measured figure, or for nftables the host CPU over
 /// the direct run of the same round.
-fn door_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
+pub(crate) fn door_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
     let runs = of(ms, door, conc);
     let direct = of(ms, Door::Direct, conc);
     runs.iter()
@@ -119,7 +119,7 @@ fn door_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
 
 /// One rule for every door: the balancer NIC's softirq time plus the CPU of the door's
 /// own processes (XDP: the daemon; HAProxy: haproxy; nftables: none).
-fn same_rule_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
+pub(crate) fn same_rule_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
     of(ms, door, conc)
         .iter()
         .map(|m| {
@@ -143,7 +143,7 @@ fn host_over_direct(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
 }
 
 /// Ratios `a / b` of per-round pairs.
-fn pair_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+pub(crate) fn pair_ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| y / x).collect()
 }
 
@@ -169,7 +169,7 @@ pub fn write_lb(
         machine()
     );
     let _ = writeln!(md, "Workload: {workload}. Client: the project's `smtp-load` (per-session timings); backends: three Postfix `smtp-sink`s. All front doors run on one balancer host at once, each on its own VIP; the XDP program passes the peers' VIPs to the kernel (a few tens of ns per packet, included in their figures).\n");
-    let _ = writeln!(md, "CPU per session, the method (the issue's rule): XDP = the program's own run time from `kernel.bpf_stats_enabled` (run_time_ns) plus the daemon's process CPU; HAProxy = its process CPU (utime + stime); nftables, which has no process, = the softirq time of the balancer host's NIC, measured by `balancer nic-time`: raw tracepoints time every NAPI poll of the balancer's `eth0` in its namespace (`irq:softirq_entry` to `napi:napi_poll`; on a veth with XDP every received packet is handled in those polls: the XDP program, `XDP_TX`, and for passed packets conntrack, DNAT and forwarding). The same NIC figure is given for every door, and a same-rule comparison adds to it the door's own process CPU (XDP: the daemon; HAProxy: haproxy, whose TCP receive work is in the NIC figure). The older nftables estimate, host CPU over the direct run, is kept beside it. Ratios are computed pair by pair within each round, then the median and range over rounds are given.\n");
+    let _ = writeln!(md, "CPU per session, the method (the issue's rule): XDP = the program's own run time from `kernel.bpf_stats_enabled` (run_time_ns) plus the daemon's process CPU; HAProxy = its process CPU (all threads' `schedstat`, ns); nftables, which has no process, = the softirq time of the balancer host's NIC, measured by `balancer nic-time`: raw tracepoints time every NAPI poll of the balancer's `eth0` in its namespace (`irq:softirq_entry` to `napi:napi_poll`; on a veth with XDP every received packet is handled in those polls: the XDP program, `XDP_TX`, and for passed packets conntrack, DNAT and forwarding). The same NIC figure is given for every door, and a same-rule comparison adds to it the door's own process CPU (XDP: the daemon; HAProxy: haproxy, whose TCP receive work is in the NIC figure). The older nftables estimate, host CPU over the direct run, is kept beside it. Ratios are computed pair by pair within each round, then the median and range over rounds are given.\n");
     let _ = writeln!(md, "## Short sessions (one 2 KiB message)\n");
     let _ = writeln!(md, "| concurrency | front door | sessions/s | messages/s | p50 ms | p99 ms | front-door CPU µs/session | NIC softirq µs/session | NIC packets/session | host CPU µs/session | failed |");
     let _ = writeln!(
@@ -205,7 +205,7 @@ pub fn write_lb(
         }
     }
     let floor = median(stats_floor_ns.to_vec());
-    let _ = writeln!(md, "\nOf the XDP figure, the program itself (BPF run time) takes, by concurrency: {}; the rest is the daemon's CPU (health checks of six backends every 250 ms, a constant per second, measured in 10 ms clock ticks over sub-second runs).", levels.iter().map(|&c| {
+    let _ = writeln!(md, "\nOf the XDP figure, the program itself (BPF run time) takes, by concurrency: {}; the rest is the daemon's CPU (health checks of six backends every 250 ms, a constant per second), from its threads' `schedstat` (ns).", levels.iter().map(|&c| {
         let x = of(short, Door::Xdp, c);
         let prog = median(x.iter().map(|m| m.prog_us_per_session).collect());
         let runs = median(x.iter().map(|m| m.prog_runs_per_session).collect());
@@ -250,7 +250,11 @@ pub fn write_lb(
             f(&tp)
         );
     }
-    let _ = writeln!(md, "\n## Large messages\n");
+    let mut goals = String::new();
+    crate::bench_lb_goals::write(&mut goals, docs, short, &levels, floor);
+    md.push('\n');
+    md.push_str(&goals);
+    let _ = writeln!(md, "## Large messages\n");
     let _ = writeln!(
         md,
         "| front door | messages/s | MB/s | p50 ms | p99 ms | failed |"
@@ -336,7 +340,7 @@ pub fn write_lb(
 
 /// Rows `| label | number | ...` of the first markdown table in `text` whose header
 /// starts with `first_header`: (label, value of column `col`).
-fn table_rows(
+pub(crate) fn table_rows(
     text: &str,
     first_header: &str,
     label_cols: &[usize],
@@ -380,7 +384,14 @@ fn table_rows(
 fn write_project_overview(docs: &Path, bench_dir: &Path, md: &mut String) -> Result<()> {
     let _ = writeln!(md, "## Where the project stands\n");
     if let Ok(xdp) = std::fs::read_to_string(docs.join("benchmarks-xdp.md")) {
-        let rows = table_rows(&xdp, "case", &[0], 1);
+        // The program's own cases; the floors, raw single runs and memory references
+        // have their own scales.
+        let rows: Vec<(String, f64)> = table_rows(&xdp, "case", &[0], 1)
+            .into_iter()
+            .filter(|(l, _)| {
+                !l.starts_with("reference") && !l.contains("floor") && !l.contains("raw")
+            })
+            .collect();
         if !rows.is_empty() {
             std::fs::write(
                 bench_dir.join("xdp-ns.svg"),

@@ -2,6 +2,7 @@
 //! `cargo xtask demo` and `cargo xtask test`.
 
 mod bench_lb;
+mod bench_lb_goals;
 mod bench_lb_probe;
 mod bench_mta;
 mod bench_relay;

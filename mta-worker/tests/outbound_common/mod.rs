@@ -413,9 +413,25 @@ impl Worker {
         }
         let path = dir.path().join("shaping.toml");
         std::fs::write(&path, toml.replace("@DIR@", dir.path().to_str().unwrap())).unwrap();
-        let compiled = shaping::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (spool, handle, cfg, tx) = Self::open(&path, &dir.path().join("spool"), clock);
+        Self {
+            dir,
+            spool,
+            handle,
+            cfg,
+            shutdown: tx,
+        }
+    }
+
+    /// Loads the outbound file, opens the spool and starts a dispatcher following it.
+    fn open(
+        config: &std::path::Path,
+        spool_dir: &std::path::Path,
+        clock: SharedClock,
+    ) -> (Spool, DispatcherHandle, ShapingHandle, watch::Sender<bool>) {
+        let compiled = shaping::load(config).unwrap_or_else(|e| panic!("{e}"));
         let cfg = ShapingHandle::new(compiled);
-        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let spool = Spool::open(spool_dir).unwrap();
         let (tx, rx) = watch::channel(false);
         let handle = Dispatcher::start(
             Options {
@@ -428,13 +444,7 @@ impl Worker {
         )
         .unwrap();
         handle.follow(spool.subscribe());
-        Self {
-            dir,
-            spool,
-            handle,
-            cfg,
-            shutdown: tx,
-        }
+        (spool, handle, cfg, tx)
     }
 
     pub fn path(&self, name: &str) -> std::path::PathBuf {
@@ -448,21 +458,8 @@ impl Worker {
     pub async fn restart(&mut self, clock: SharedClock) -> usize {
         let _ = self.shutdown.send(true);
         self.handle.join().await;
-        let compiled = shaping::load(&self.path("shaping.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let cfg = ShapingHandle::new(compiled);
-        let spool = Spool::open(&self.path("spool")).unwrap();
-        let (tx, rx) = watch::channel(false);
-        let handle = Dispatcher::start(
-            Options {
-                hostname: "worker.test".into(),
-                clock,
-            },
-            cfg.clone(),
-            Arc::new(spool.clone()),
-            rx,
-        )
-        .unwrap();
-        handle.follow(spool.subscribe());
+        let (spool, handle, cfg, tx) =
+            Self::open(&self.path("shaping.toml"), &self.path("spool"), clock);
         let recovered = handle.recover(&spool);
         self.spool = spool;
         self.handle = handle;

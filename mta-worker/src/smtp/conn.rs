@@ -81,6 +81,17 @@ impl Conn {
         self.stream.flush().await.map_err(Interrupt::Io)
     }
 
+    /// Makes the next [`Conn::fill`] read up to `n` bytes at once when the input buffer
+    /// is empty. DATA asks for more than commands need: a large body then arrives in a
+    /// few reads (and task wake-ups) instead of one per 16 KiB.
+    pub fn want_room(&mut self, n: usize) {
+        if self.pos == self.buf.len() && self.buf.capacity() < n {
+            self.buf.clear();
+            self.pos = 0;
+            self.buf.reserve(n);
+        }
+    }
+
     /// Flushes replies, then reads more input; waits at most until `deadline` and at most
     /// the idle timeout. `interruptible` lets a shutdown end the wait.
     pub async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), Interrupt> {

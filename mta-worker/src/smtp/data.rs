@@ -74,29 +74,45 @@ impl DataDecoder {
 
     /// Consumes from `input`; returns `Some(n)` when the terminator ended at `input[n-1]`
     /// (the rest belongs to the next command), `None` when all of it was body.
+    ///
+    /// Body bytes are copied in spans, not line by line: `input[span..]` is body not yet
+    /// copied, and a span is cut only where a byte must be dropped (a stuffed leading
+    /// dot), at the terminator, or at the end of `input`. A CR that ends `input` is held
+    /// back until the next byte shows whether it ends a line or the data.
     pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        if input.is_empty() {
+            return None;
+        }
         let mut i = 0;
+        let mut span = 0;
         while i < input.len() {
             if self.cr_pending {
                 self.cr_pending = false;
+                let cr_held = i == 0;
                 if input[i] == b'\n' {
                     i += 1;
                     self.add_len(1);
                     if self.dot_first && self.line_len == 3 {
+                        // `.` CR LF: the dot was cut off the span, so nothing of this
+                        // line is body.
                         return Some(i);
                     }
-                    self.push(b"\r\n");
+                    if cr_held {
+                        self.push(b"\r");
+                    }
                     self.line_start = true;
                     self.dot_first = false;
                     self.line_len = 0;
                     continue;
                 }
+                // A bare CR: the message will be refused, its bytes no longer matter.
                 self.flag(BodyViolation::BareLineEnding);
-                self.push(b"\r");
             }
             if self.line_start {
                 self.line_start = false;
                 if input[i] == b'.' {
+                    self.push(&input[span..i]);
+                    span = i + 1;
                     self.dot_first = true;
                     self.add_len(1);
                     i += 1;
@@ -106,24 +122,23 @@ impl DataDecoder {
             match memchr::memchr2(b'\r', b'\n', &input[i..]) {
                 None => {
                     self.add_len(input.len() - i);
-                    self.push(&input[i..]);
                     i = input.len();
                 }
                 Some(off) => {
                     let p = i + off;
                     self.add_len(off + 1);
-                    self.push(&input[i..p]);
                     if input[p] == b'\r' {
                         self.cr_pending = true;
                     } else {
                         // Bare LF: not a line end for us, whatever follows it.
                         self.flag(BodyViolation::BareLineEnding);
-                        self.push(b"\n");
                     }
                     i = p + 1;
                 }
             }
         }
+        let end = input.len() - usize::from(self.cr_pending);
+        self.push(&input[span.min(end)..end]);
         None
     }
 }
@@ -179,6 +194,20 @@ mod tests {
                 (body.clone(), None, rest.clone()),
                 "cut {cut}"
             );
+        }
+    }
+
+    #[test]
+    fn any_three_way_split_gives_the_same_body() {
+        let msg: &[u8] = b"A: b\r\n\r\n..\r\n...\r\n.x\r\nplain\r\n\r\n.\r\nNOOP\r\n";
+        let whole = run(&[msg]);
+        assert_eq!(whole.0, b"A: b\r\n\r\n.\r\n..\r\nx\r\nplain\r\n\r\n");
+        assert_eq!(whole.2, b"NOOP\r\n");
+        for a in 1..msg.len() {
+            for b in a..msg.len() {
+                let got = run(&[&msg[..a], &msg[a..b], &msg[b..]]);
+                assert_eq!(got, whole, "cuts {a} {b}");
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! The ESMTP server side: protocol parsing is `smtp-proto`'s, this module owns the
 //! session state machine, limits, body checks and replies.
 
+mod body_buf;
 pub mod conn;
 pub mod data;
 pub mod received;

@@ -1,6 +1,7 @@
 //! One SMTP session: the command loop and the state that lives across commands.
 //! Transaction commands (MAIL/RCPT/DATA/BDAT) live in `txn.rs`, AUTH in `sasl.rs`.
 
+use super::body_buf::BodyBuf;
 use super::conn::{Conn, Interrupt, Line};
 use super::reply::{self, Reply};
 use super::stream::Stream;
@@ -19,6 +20,8 @@ pub struct Txn {
     pub recipients: Vec<String>,
     pub body_8bit: bool,
     pub smtputf8: bool,
+    /// `SIZE=` of MAIL FROM (0 when absent): how much room the body buffer starts with.
+    pub declared_size: usize,
     /// BDAT chunks so far; `Some` once BDAT has been used in this transaction.
     pub bdat: Option<Vec<u8>>,
     /// The BDAT transfer already exceeded the size limit.
@@ -43,6 +46,8 @@ pub struct Session {
     pub trusted_network: bool,
     pub bad_commands: u32,
     pub txn: Option<Txn>,
+    /// The body buffer, reused from one message to the next.
+    pub body_buf: BodyBuf,
 }
 
 /// Runs a session on an accepted socket (TLS already established for `smtps`).
@@ -71,6 +76,7 @@ pub async fn run(
         trusted_network,
         bad_commands: 0,
         txn: None,
+        body_buf: BodyBuf::default(),
     };
     let greeting = Reply::owned(
         220,

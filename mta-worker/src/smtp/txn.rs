@@ -14,6 +14,10 @@ use smtp_proto::{MailFrom, RcptTo};
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
 
+/// Input buffer a session gets once it receives a DATA body (it keeps it; commands
+/// alone never need more than the default 16 KiB).
+const DATA_READ: usize = 64 * 1024;
+
 impl Session {
     /// Whether this session may send mail at all (submission ports need AUTH first).
     fn may_submit(&self) -> Result<(), Reply> {
@@ -50,6 +54,7 @@ impl Session {
             sender: from.address,
             body_8bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
             smtputf8,
+            declared_size: from.size,
             ..Txn::default()
         });
         self.send(&reply::SENDER_OK);
@@ -99,10 +104,12 @@ impl Session {
         self.send(&reply::START_DATA);
         let limits = &self.shared.config.limits;
         let deadline = Instant::now() + limits.data_timeout.0;
+        let max = limits.max_message_size.0 as usize;
+        let declared = self.txn.as_ref().map_or(0, |t| t.declared_size);
         let mut dec = DataDecoder::new(
             limits.max_line_length,
-            limits.max_message_size.0 as usize,
-            Vec::with_capacity(8192),
+            max,
+            self.body_buf.take(declared, max),
         );
         loop {
             let pending = self.conn.pending();
@@ -112,6 +119,7 @@ impl Session {
             }
             let n = pending.len();
             self.conn.consume(n);
+            self.conn.want_room(DATA_READ);
             self.conn.fill(deadline, false).await?;
         }
         let violation = dec.violation();
@@ -126,7 +134,9 @@ impl Session {
         let mut left = size;
         let mut keep = refused.is_none();
         if let Some(t) = self.txn.as_mut().filter(|_| keep) {
-            let buf = t.bdat.get_or_insert_with(Vec::new);
+            let buf = t
+                .bdat
+                .get_or_insert_with(|| self.body_buf.take(t.declared_size, max));
             if buf.len() + size > max || t.bdat_too_big {
                 t.bdat_too_big = true;
                 buf.clear();
@@ -139,9 +149,8 @@ impl Session {
             }
             let take = left.min(self.conn.pending().len());
             if keep {
-                let chunk = self.conn.pending()[..take].to_vec();
                 if let Some(buf) = self.txn.as_mut().and_then(|t| t.bdat.as_mut()) {
-                    buf.extend_from_slice(&chunk);
+                    buf.extend_from_slice(&self.conn.pending()[..take]);
                 }
             }
             self.conn.consume(take);
@@ -188,9 +197,10 @@ impl Session {
                     BodyViolation::TooBig => (reply::MESSAGE_TOO_BIG, RejectReason::Size),
                 };
                 self.shared.metrics.reject(why);
+                self.body_buf.give_back(body);
                 (r, None, Some(why.label()))
             }
-            None => match self.spool(&txn, &body).await {
+            None => match self.spool(&txn, body).await {
                 Ok(id) => (reply::queued(id), Some(id.to_string()), None),
                 Err(err) => {
                     tracing::error!(peer = %self.peer, %err, "spool failed");
@@ -226,10 +236,11 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    /// Spools the message; the body buffer comes back to the session for the next one.
     async fn spool(
-        &self,
+        &mut self,
         txn: &Txn,
-        body: &[u8],
+        body: Vec<u8>,
     ) -> Result<crate::spool::QueueId, crate::spool::SpoolError> {
         let spool = &self.shared.spool;
         let id = spool.next_id();
@@ -261,7 +272,9 @@ impl Session {
             body_8bit: txn.body_8bit,
             smtputf8: txn.smtputf8,
         };
-        spool.store_as(id, env, &[&header, body]).await?;
+        let (stored, body) = spool.store_owned(id, env, &[&header], body).await;
+        self.body_buf.give_back(body);
+        stored?;
         Ok(id)
     }
 }

@@ -3,6 +3,11 @@
 //! it durable with a single `fdatasync`, whatever the batch size. Under load the batch
 //! grows, so disk flushes per message fall as concurrency rises.
 //!
+//! A request carries its record in two pieces, the encoded head and the session's body
+//! buffer, written back to back with one `pwritev` per record: a large body is never
+//! copied into a record first. The buffer goes back to the session with the answer so
+//! that the next message reuses it.
+//!
 //! A segment is appended to until it passes [`SEGMENT_ROLL`] bytes; a new one costs one
 //! extra directory flush for its name. Records are indexed here, before their waiters are
 //! answered, so the index never lags behind what `remove` may look at.
@@ -12,8 +17,8 @@ use super::{Envelope, QueueId};
 use crate::config::FlushMode;
 use crate::metrics::Metrics;
 use std::fs::File;
+use std::io::IoSlice;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -33,13 +38,22 @@ pub struct Location {
     pub len: u64,
 }
 
-/// One record waiting to become durable.
+/// One record waiting to become durable: `head` then `body` on disk
+/// (see [`super::envelope::encode_head`]).
 pub struct CommitRequest {
     pub id: QueueId,
     pub env: Envelope,
     pub size: u64,
-    pub record: Vec<u8>,
-    pub reply: oneshot::Sender<std::io::Result<()>>,
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+    pub reply: oneshot::Sender<Committed>,
+}
+
+/// The answer to a [`CommitRequest`]: `Ok` only once the record is on stable storage,
+/// and the body buffer, handed back for reuse.
+pub struct Committed {
+    pub result: std::io::Result<()>,
+    pub body: Vec<u8>,
 }
 
 /// What the commit thread shares with the spool handle.
@@ -91,15 +105,19 @@ pub fn run(
                 }
                 drop(index);
                 for r in batch.drain(..) {
-                    let _ = r.reply.send(Ok(()));
+                    let _ = r.reply.send(Committed {
+                        result: Ok(()),
+                        body: r.body,
+                    });
                 }
             }
             Err(e) => {
                 tracing::error!(err = %e, batch = n, "group commit failed; batch not accepted");
                 for r in batch.drain(..) {
-                    let _ = r
-                        .reply
-                        .send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                    let _ = r.reply.send(Committed {
+                        result: Err(std::io::Error::new(e.kind(), e.to_string())),
+                        body: r.body,
+                    });
                 }
             }
         }
@@ -156,9 +174,13 @@ fn append(
         let mut offset = start;
         for r in batch {
             // Positional writes: after a failed batch is cut back, the next one lands
-            // exactly at the cut.
-            seg.file.write_all_at(&r.record, offset)?;
-            let len = r.record.len() as u64;
+            // exactly at the cut. One call per record, not one for the whole batch: on
+            // the test machine (kernel 6.18, ext4) one multi-megabyte `pwritev` per
+            // batch made the kernel's copy into the page cache (`copy_folio_from_iter_
+            // atomic`) take over half of the worker's CPU, and halved throughput.
+            let mut slices = [IoSlice::new(&r.head), IoSlice::new(&r.body)];
+            pwrite_all(&seg.file, &mut slices, offset)?;
+            let len = (r.head.len() + r.body.len()) as u64;
             locations.push(Location {
                 segment: seg.id,
                 offset,
@@ -185,6 +207,41 @@ fn append(
             Err(e)
         }
     }
+}
+
+/// Most buffers one `pwritev` takes (Linux's `UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
+
+/// Writes all of `slices` back to back from `offset`, resuming after short writes (the
+/// kernel caps one call near 2 GiB) and interrupted calls.
+fn pwrite_all(file: &File, slices: &mut [IoSlice<'_>], mut offset: u64) -> std::io::Result<()> {
+    let mut rest = slices;
+    while !rest.is_empty() {
+        let n = rest.len().min(MAX_IOV);
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix, and the `n` slices
+        // it points to stay borrowed for the duration of the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                rest.as_ptr().cast::<libc::iovec>(),
+                n as libc::c_int,
+                offset as libc::off_t,
+            )
+        };
+        if written < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        offset += written as u64;
+        IoSlice::advance_slices(&mut rest, written as usize);
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -55,22 +55,33 @@ const MAGIC: &str = "MTAQ2";
 pub const MAX_FIRST_LINE: usize = 96;
 
 /// Serialises a whole record; `parts` are concatenated as the message.
+#[cfg(test)]
 pub fn encode(id: QueueId, env: &Envelope, parts: &[&[u8]]) -> Vec<u8> {
+    encode_head(id, env, parts, &[])
+}
+
+/// Serialises a record whose message is `parts` followed by `tail`, except `tail`
+/// itself: the result plus `tail` written right after it is exactly the record of
+/// all the parts (`encode` in the tests). The group commit writes the body from the session's buffer that way,
+/// so a large body is not copied once more into a record (the CRC still covers it).
+pub fn encode_head(id: QueueId, env: &Envelope, parts: &[&[u8]], tail: &[u8]) -> Vec<u8> {
     let json = serde_json::to_vec(env).expect("envelope serialises");
-    let body_len: usize = parts.iter().map(|p| p.len()).sum();
+    let inline_len: usize = parts.iter().map(|p| p.len()).sum();
+    let body_len = inline_len + tail.len();
     let mut crc = crc32fast::Hasher::new();
     crc.update(&json);
     crc.update(b"\n");
     for p in parts {
         crc.update(p);
     }
+    crc.update(tail);
     let mut out = format!(
         "{MAGIC} {id} {} {body_len} {:08x}\n",
         json.len(),
         crc.finalize()
     )
     .into_bytes();
-    out.reserve(json.len() + 1 + body_len);
+    out.reserve(json.len() + 1 + inline_len);
     out.extend_from_slice(&json);
     out.push(b'\n');
     for p in parts {
@@ -220,5 +231,8 @@ mod tests {
         *bad.last_mut().unwrap() = b'X';
         assert!(matches!(decode(&bad), Err(RecordError::Checksum)));
         assert_eq!(env.recipient_domains(), vec!["y.test".to_string()]);
+        let mut split = encode_head(QueueId(42), &env, &[b"he"], b"llo");
+        split.extend_from_slice(b"llo");
+        assert_eq!(split, rec);
     }
 }

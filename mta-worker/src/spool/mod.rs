@@ -165,15 +165,29 @@ impl Spool {
         env: Envelope,
         parts: &[&[u8]],
     ) -> Result<(), SpoolError> {
-        let size: usize = parts.iter().map(|p| p.len()).sum();
-        let record = envelope::encode(id, &env, parts);
+        self.store_owned(id, env, parts, Vec::new()).await.0
+    }
+
+    /// Stores `parts` followed by `body` under `id`; durable when the result is `Ok`.
+    /// The body is written to disk straight from this buffer (no copy into a record),
+    /// and the buffer is handed back (empty if the commit thread is gone) for reuse.
+    pub async fn store_owned(
+        &self,
+        id: QueueId,
+        env: Envelope,
+        parts: &[&[u8]],
+        body: Vec<u8>,
+    ) -> (Result<(), SpoolError>, Vec<u8>) {
+        let size = parts.iter().map(|p| p.len()).sum::<usize>() + body.len();
+        let head = envelope::encode_head(id, &env, parts, &body);
         let (reply, done) = oneshot::channel();
         let accepted = Accepted {
             id,
             envelope: env.clone(),
             size: size as u64,
         };
-        self.inner
+        let sent = self
+            .inner
             .commit_tx
             .lock()
             .expect("commit sender lock")
@@ -181,18 +195,24 @@ impl Spool {
                 id,
                 env,
                 size: size as u64,
-                record,
+                head,
+                body,
                 reply,
-            })
-            .map_err(|_| SpoolError::CommitterGone)?;
-        // The commit thread indexes the record before it answers.
-        done.await
-            .map_err(|_| SpoolError::CommitterGone)?
-            .map_err(io(&self.inner.segments))?;
+            });
+        if let Err(e) = sent {
+            return (Err(SpoolError::CommitterGone), e.0.body);
+        }
+        // The commit thread indexes the record, and flushes it, before it answers.
+        let Ok(done) = done.await else {
+            return (Err(SpoolError::CommitterGone), Vec::new());
+        };
+        if let Err(e) = done.result {
+            return (Err(io(&self.inner.segments)(e)), done.body);
+        }
         if let Some(tx) = self.inner.notify.lock().expect("notify lock").as_ref() {
             let _ = tx.send(accepted);
         }
-        Ok(())
+        (Ok(()), done.body)
     }
 
     /// Every queued message (id order = arrival order) with its envelope.

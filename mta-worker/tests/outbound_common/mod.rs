@@ -26,12 +26,23 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     /// `records` are dnsmasq options such as `--mx-host=a.test,mx.a.test,10`.
     pub fn start(records: &[String]) -> Self {
+        // The port is free when picked, but another test or an outgoing connection may
+        // take it before dnsmasq binds it (dnsmasq then exits): pick again.
+        for _ in 0..5 {
+            if let Some(d) = Self::try_start(records) {
+                return d;
+            }
+        }
+        panic!("dnsmasq did not start on five free ports");
+    }
+
+    fn try_start(records: &[String]) -> Option<Self> {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("/usr/sbin/dnsmasq")
+        let mut child = Command::new("/usr/sbin/dnsmasq")
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -53,10 +64,14 @@ impl Dnsmasq {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not start");
+            if Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { child, addr }
+        Some(Self { child, addr })
     }
 }
 

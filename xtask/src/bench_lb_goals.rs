@@ -3,15 +3,10 @@
 //! quoting the TestRun figures of `docs/benchmarks-xdp.md` so that both pages agree.
 
 use crate::bench_report::{
-    door_cpu, median, of, pair_ratios, same_rule_cpu, table_rows, Door, Measurement,
+    door_cpu, median, of, pair_ratios, same_rule_cpu, spread, table_rows, Door, Measurement,
 };
 use std::fmt::Write as _;
 use std::path::Path;
-
-fn range(v: &[f64]) -> (f64, f64) {
-    v.iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)))
-}
 
 /// Medians per level of the per-round ratios `peer / xdp` under `rule`.
 fn ratios(
@@ -46,9 +41,9 @@ pub fn write(md: &mut String, docs: &Path, short: &[Measurement], levels: &[usiz
     let h = ratios(short, levels, Door::Haproxy, door_cpu);
     let n = ratios(short, levels, Door::Nftables, door_cpu);
     let ns = ratios(short, levels, Door::Nftables, same_rule_cpu);
-    let (hl, hh) = range(&h);
-    let (nl, nh) = range(&n);
-    let (sl, sh) = range(&ns);
+    let (hl, hh) = spread(&h);
+    let (nl, nh) = spread(&n);
+    let (sl, sh) = spread(&ns);
     let rate: Vec<f64> = levels
         .iter()
         .map(|&c| {
@@ -56,7 +51,7 @@ pub fn write(md: &mut String, docs: &Path, short: &[Measurement], levels: &[usiz
             r(Door::Xdp) / r(Door::Haproxy).max(r(Door::Nftables))
         })
         .collect();
-    let (rl, rh) = range(&rate);
+    let (rl, rh) = spread(&rate);
     let _ = writeln!(
         md,
         "Medians per concurrency level of the per-round ratios above.\n"
@@ -70,7 +65,7 @@ pub fn write(md: &mut String, docs: &Path, short: &[Measurement], levels: &[usiz
         .filter(|m| m.door == Door::Xdp)
         .map(|m| m.prog_us_per_session * 1e3 / m.prog_runs_per_session - floor)
         .collect();
-    let (pl, ph) = range(&per_packet);
+    let (pl, ph) = spread(&per_packet);
     let packets = median(xdp.iter().map(|m| m.prog_runs_per_session).collect());
     let nic = median(
         short

@@ -84,7 +84,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn spread(v: &[f64]) -> (f64, f64) {
+pub(crate) fn spread(v: &[f64]) -> (f64, f64) {
     let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     (
         f.iter().copied().fold(f64::INFINITY, f64::min),
@@ -98,20 +98,17 @@ pub(crate) fn of(ms: &[Measurement], door: Door, conc: usize) -> Vec<&Measuremen
         .collect()
 }
 
-/// Front-door CPU per session: the measured figure, or for nftables the host CPU over
-/// the direct run of the same round.
+/// Front-door CPU per session by the rule: the door's own measured figure (XDP:
+/// program + daemon; HAProxy: its process), or for nftables, which has no process, the
+/// balancer NIC's softirq time.
 pub(crate) fn door_cpu(ms: &[Measurement], door: Door, conc: usize) -> Vec<f64> {
-    let runs = of(ms, door, conc);
-    let direct = of(ms, Door::Direct, conc);
-    runs.iter()
-        .zip(direct.iter())
-        .map(|(m, d)| {
+    of(ms, door, conc)
+        .iter()
+        .map(|m| {
             if m.lb_cpu_us_per_session.is_finite() {
                 m.lb_cpu_us_per_session
-            } else if m.nic_us_per_session.is_finite() {
-                m.nic_us_per_session
             } else {
-                m.host_cpu_us_per_session - d.host_cpu_us_per_session
+                m.nic_us_per_session
             }
         })
         .collect()

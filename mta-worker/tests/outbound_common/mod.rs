@@ -207,8 +207,9 @@ impl Sink {
                             });
                             let n = rec.active.fetch_add(1, Ordering::SeqCst) + 1;
                             rec.max_active.fetch_max(n, Ordering::SeqCst);
-                            serve(s, peer, local, &rec, &script).await;
-                            rec.active.fetch_sub(1, Ordering::SeqCst);
+                            if !serve(s, peer, local, &rec, &script).await {
+                                rec.active.fetch_sub(1, Ordering::SeqCst);
+                            }
                         });
                     }
                 })
@@ -230,15 +231,18 @@ struct Conn {
     tls: bool,
     from: String,
     rcpts: Vec<String>,
+    /// QUIT received (and the connection taken off `Rec::active`).
+    quit: bool,
 }
 
+/// Returns `true` when the client said QUIT, which already took it off `rec.active`.
 async fn serve(
     s: tokio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     rec: &Rec,
     script: &Script,
-) {
+) -> bool {
     let mut io = BufReader::new(s);
     let greeting = script.greeting.lock().unwrap().clone();
     let _ = io
@@ -246,7 +250,7 @@ async fn serve(
         .write_all(format!("{greeting}\r\n").as_bytes())
         .await;
     if !greeting.starts_with('2') {
-        return;
+        return false;
     }
     let mut c = Conn {
         peer,
@@ -255,17 +259,19 @@ async fn serve(
         tls: false,
         from: String::new(),
         rcpts: vec![],
+        quit: false,
     };
     if let Next::StartTls = dialogue(&mut io, &mut c, rec, script).await {
         let acceptor = tokio_rustls::TlsAcceptor::from(script.tls.clone().unwrap());
         let Ok(t) = acceptor.accept(io.into_inner()).await else {
-            return;
+            return c.quit;
         };
         c.tls = true;
         c.ehlo.clear();
         let mut io = BufReader::new(t);
         dialogue(&mut io, &mut c, rec, script).await;
     }
+    c.quit
 }
 
 async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
@@ -366,6 +372,10 @@ async fn dialogue<S: AsyncRead + AsyncWrite + Unpin>(
         } else if up == "RSET" || up == "NOOP" {
             "250 2.0.0 ok".into()
         } else if up == "QUIT" {
+            // The client is done with this connection before it reads 221 and counts its
+            // slot free, so it leaves the active count now, not when the close is seen.
+            rec.active.fetch_sub(1, Ordering::SeqCst);
+            c.quit = true;
             let _ = io.get_mut().write_all(b"221 2.0.0 bye\r\n").await;
             return Next::Close;
         } else {

@@ -1,8 +1,8 @@
 //! The disk side of `bench mta-ingest`. With 100 KiB messages a durable server moves
 //! hundreds of MB/s, so the question "is the worker slow, or is the disk full?" needs an
 //! answer measured in the same run: the ceiling probe writes the way the worker's group
-//! commit does (sequential positional writes of one record each, one `fdatasync` per
-//! batch) on the file system that holds both spools, and reports what the disk gave.
+//! commit does (sequential positional writes of one record each, each record's writeback
+//! started at once with `sync_file_range`, one `fdatasync` per batch) on the file system that holds both spools, and reports what the disk gave.
 //! The device's own counters (`/proc/diskstats`) tell what reached the disk in total,
 //! journal included, but also whatever else the machine was writing.
 
@@ -91,8 +91,8 @@ impl Drop for ProbeFile {
     }
 }
 
-/// Appends `batch` records of `record` bytes with one positional write each, then
-/// `fdatasync`s, again and again into a fresh file in `dir`, like the worker's group
+/// Appends `batch` records of `record` bytes with one positional write each, starting
+/// each one's writeback as the worker does, then `fdatasync`s, again and again into a fresh file in `dir`, like the worker's group
 /// commit into a new segment. Non-zero data, so no layer can cheat on zero pages.
 pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<ProbeResult> {
     let path = dir.join("disk-probe.bin");
@@ -111,6 +111,7 @@ pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<Pr
     while off < PROBE_BYTES && t0.elapsed() < PROBE_TIME {
         for _ in 0..batch {
             file.write_all_at(&buf, off)?;
+            start_writeback(&file, off, off + record as u64)?;
             off += record as u64;
         }
         file.sync_data()?;
@@ -125,6 +126,28 @@ pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<Pr
         secs,
         device_bytes,
     })
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` over the whole pages of `start..end`, as the
+/// worker's commit thread issues it after each record.
+fn start_writeback(file: &std::fs::File, start: u64, end: u64) -> Result<()> {
+    let (from, to) = (start / 4096 * 4096, end / 4096 * 4096);
+    if to <= from {
+        return Ok(());
+    }
+    // SAFETY: plain syscall on an fd we own; it only reads its arguments.
+    let rc = unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            from as libc::off64_t,
+            (to - from) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("sync_file_range");
+    }
+    Ok(())
 }
 
 /// Flushes the whole file system holding `dir` before a timed step, so that what the

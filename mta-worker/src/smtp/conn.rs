@@ -81,17 +81,6 @@ impl Conn {
         self.stream.flush().await.map_err(Interrupt::Io)
     }
 
-    /// Makes the next [`Conn::fill`] read up to `n` bytes at once when the input buffer
-    /// is empty. DATA asks for more than commands need: a large body then arrives in a
-    /// few reads (and task wake-ups) instead of one per 16 KiB.
-    pub fn want_room(&mut self, n: usize) {
-        if self.pos == self.buf.len() && self.buf.capacity() < n {
-            self.buf.clear();
-            self.pos = 0;
-            self.buf.reserve(n);
-        }
-    }
-
     /// Flushes replies, then reads more input; waits at most until `deadline` and at most
     /// the idle timeout. `interruptible` lets a shutdown end the wait.
     pub async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), Interrupt> {
@@ -103,9 +92,43 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < 8192 {
             self.buf.reserve(16 * 1024);
         }
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.read_more(&mut buf, deadline, interruptible).await;
+        self.buf = buf;
+        r
+    }
+
+    /// Like [`Conn::fill`], but appends what arrives to `dst` (which must have spare
+    /// capacity) instead of the input buffer, which must be empty: a DATA body is read
+    /// straight into the message buffer and decoded there, with no copy out of ours.
+    /// Input that turns out to follow the body goes back with [`Conn::unread`].
+    pub async fn read_into(
+        &mut self,
+        dst: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), Interrupt> {
+        debug_assert!(self.pending().is_empty(), "read_into with input pending");
+        self.flush().await?;
+        self.read_more(dst, deadline, false).await
+    }
+
+    /// Puts input read by [`Conn::read_into`] past the end of a body back in front of
+    /// whatever comes next.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        self.buf.splice(0..0, bytes.iter().copied());
+    }
+
+    async fn read_more(
+        &mut self,
+        dst: &mut Vec<u8>,
+        deadline: Instant,
+        interruptible: bool,
+    ) -> Result<(), Interrupt> {
         let until = deadline.min(Instant::now() + self.idle);
         let mut shutdown = self.shutdown.clone();
-        let read = self.stream.read_buf(&mut self.buf);
+        let read = self.stream.read_buf(dst);
         tokio::select! {
             r = tokio::time::timeout_at(until, read) => match r {
                 Err(_) => Err(Interrupt::Timeout),

@@ -2,6 +2,7 @@
 //! session state machine, limits, body checks and replies.
 
 mod body_buf;
+mod clean_lines;
 pub mod conn;
 pub mod data;
 pub mod received;

@@ -27,11 +27,7 @@ pub enum ClientError {
     Malformed { url: String, reason: &'static str },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
-}
+pub use http_response::Response;
 
 /// `http://host:port/path` split into (`host:port`, `/path`).
 fn split_url(url: &str) -> Result<(String, String), ClientError> {
@@ -97,7 +93,7 @@ pub async fn request(
             .read_to_end(&mut raw)
             .await
             .map_err(io)?;
-        parse_response(&raw).map_err(|reason| ClientError::Malformed {
+        http_response::parse(&raw).map_err(|reason| ClientError::Malformed {
             url: url.to_string(),
             reason,
         })
@@ -108,68 +104,6 @@ pub async fn request(
             url: url.to_string(),
             timeout,
         })?
-}
-
-fn parse_response(raw: &[u8]) -> Result<Response, &'static str> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("empty response")?;
-    let mut parts = status_line.split_whitespace();
-    if !parts.next().unwrap_or("").starts_with("HTTP/1.") {
-        return Err("not an HTTP/1.x status line");
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|c| c.parse().ok())
-        .ok_or("bad status code")?;
-    let mut chunked = false;
-    let mut length: Option<usize> = None;
-    for h in lines {
-        let Some((k, v)) = h.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        } else if k.eq_ignore_ascii_case("content-length") {
-            length = v.parse().ok();
-        }
-    }
-    let mut body = &raw[end + 4..];
-    let owned;
-    if chunked {
-        owned = dechunk(body)?;
-        body = &owned;
-    } else if let Some(n) = length {
-        body = body.get(..n).ok_or("body shorter than Content-Length")?;
-    }
-    Ok(Response {
-        status,
-        body: String::from_utf8_lossy(body).into_owned(),
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let mut out = Vec::new();
-    loop {
-        let nl = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_txt = std::str::from_utf8(&data[..nl]).map_err(|_| "bad chunk size")?;
-        let size_txt = size_txt.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_txt, 16).map_err(|_| "bad chunk size")?;
-        data = &data[nl + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
-        data = data.get(size + 2..).ok_or("truncated chunk")?;
-    }
 }
 
 #[cfg(test)]
@@ -187,17 +121,5 @@ mod tests {
             ("[::1]:80".into(), "/x".into())
         );
         assert!(split_url("https://x/").is_err());
-    }
-
-    #[test]
-    fn responses() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap();
-        assert_eq!((r.status, r.body.as_str()), (200, "hi"));
-        let r = parse_response(
-            b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((r.status, r.body.as_str()), (401, "abcde"));
-        assert!(parse_response(b"garbage").is_err());
     }
 }

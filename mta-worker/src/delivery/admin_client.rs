@@ -148,10 +148,11 @@ impl AdminClient {
                 addr,
                 timeout: self.timeout,
             })??;
-        let (code, body) = parse_response(&raw).map_err(|reason| ClientError::Malformed {
-            addr,
-            reason: reason.to_string(),
-        })?;
+        let http_response::Response { status: code, body } =
+            http_response::parse(&raw).map_err(|reason| ClientError::Malformed {
+                addr,
+                reason: reason.to_string(),
+            })?;
         match code {
             200..=299 => Ok(body),
             401 => Err(ClientError::Unauthorized {
@@ -195,66 +196,6 @@ impl AdminClient {
     }
 }
 
-/// Splits an HTTP/1.1 response into status code and body (plain or chunked).
-pub fn parse_response(raw: &[u8]) -> Result<(u16, String), &'static str> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or("");
-    let code = status
-        .strip_prefix("HTTP/1.")
-        .and_then(|r| r.get(2..5))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or("bad status line")?;
-    let mut chunked = false;
-    let mut length = None;
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
-            chunked = true;
-        } else if k.eq_ignore_ascii_case("content-length") {
-            length = Some(v.parse::<usize>().map_err(|_| "bad Content-Length")?);
-        }
-    }
-    let rest = &raw[end + 4..];
-    let body = if chunked {
-        dechunk(rest)?
-    } else if let Some(n) = length {
-        rest.get(..n)
-            .ok_or("body shorter than Content-Length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok((code, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size = std::str::from_utf8(&b[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .ok_or("bad chunk size")?;
-        b = &b[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(b.get(..size).ok_or("truncated chunk")?);
-        b = b.get(size + 2..).ok_or("truncated chunk")?;
-    }
-}
-
 /// Percent-encodes everything but unreserved characters and `:` (site names such as
 /// `smarthost:relay.test:2525` stay readable in logs).
 fn encode_query(s: &str) -> String {
@@ -272,20 +213,6 @@ fn encode_query(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_plain_and_chunked_answers() {
-        let plain = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\n\r\nnope\nEXTRA";
-        assert_eq!(parse_response(plain), Ok((401, "nope\n".into())));
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked), Ok((200, "{\"a\":1}".into())));
-        let no_len = b"HTTP/1.0 200 OK\r\n\r\nbody";
-        assert_eq!(parse_response(no_len), Ok((200, "body".into())));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(parse_response(b"garbage\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort").is_err());
-    }
 
     #[test]
     fn query_values_are_encoded() {

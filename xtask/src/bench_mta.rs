@@ -314,6 +314,8 @@ pub fn run(opts: Options) -> Result<()> {
     let path = cmd::root().join("docs/benchmarks-mta.md");
     report::write(&path, &page)?;
     println!("wrote {}", path.display());
+    let docs = cmd::root().join("docs");
+    crate::bench_report::write_mta_ingest_chart(&docs, &docs.join("bench"))?;
     Ok(())
 }
 

@@ -92,10 +92,15 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < 8192 {
             self.buf.reserve(16 * 1024);
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        let r = self.read_more(&mut buf, deadline, interruptible).await;
-        self.buf = buf;
-        r
+        let until = deadline.min(Instant::now() + self.idle);
+        read_more(
+            &mut self.stream,
+            &mut self.buf,
+            until,
+            self.shutdown.clone(),
+            interruptible,
+        )
+        .await
     }
 
     /// Like [`Conn::fill`], but appends what arrives to `dst` (which must have spare
@@ -109,7 +114,8 @@ impl Conn {
     ) -> Result<(), Interrupt> {
         debug_assert!(self.pending().is_empty(), "read_into with input pending");
         self.flush().await?;
-        self.read_more(dst, deadline, false).await
+        let until = deadline.min(Instant::now() + self.idle);
+        read_more(&mut self.stream, dst, until, self.shutdown.clone(), false).await
     }
 
     /// Puts input read by [`Conn::read_into`] past the end of a body back in front of
@@ -118,26 +124,6 @@ impl Conn {
         self.buf.drain(..self.pos);
         self.pos = 0;
         self.buf.splice(0..0, bytes.iter().copied());
-    }
-
-    async fn read_more(
-        &mut self,
-        dst: &mut Vec<u8>,
-        deadline: Instant,
-        interruptible: bool,
-    ) -> Result<(), Interrupt> {
-        let until = deadline.min(Instant::now() + self.idle);
-        let mut shutdown = self.shutdown.clone();
-        let read = self.stream.read_buf(dst);
-        tokio::select! {
-            r = tokio::time::timeout_at(until, read) => match r {
-                Err(_) => Err(Interrupt::Timeout),
-                Ok(Ok(0)) => Err(Interrupt::Closed),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(Interrupt::Io(e)),
-            },
-            _ = crate::state::stopped(&mut shutdown), if interruptible => Err(Interrupt::Shutdown),
-        }
     }
 
     /// Next command line (LF-terminated, LF included), enforcing `max` bytes per line.
@@ -163,5 +149,26 @@ impl Conn {
             }
             self.fill(deadline, true).await?;
         }
+    }
+}
+
+/// One read from `stream`, appended to `dst`; waits at most until `until`. With
+/// `interruptible`, a shutdown ends the wait.
+async fn read_more(
+    stream: &mut Stream,
+    dst: &mut Vec<u8>,
+    until: Instant,
+    mut shutdown: watch::Receiver<bool>,
+    interruptible: bool,
+) -> Result<(), Interrupt> {
+    let read = stream.read_buf(dst);
+    tokio::select! {
+        r = tokio::time::timeout_at(until, read) => match r {
+            Err(_) => Err(Interrupt::Timeout),
+            Ok(Ok(0)) => Err(Interrupt::Closed),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Interrupt::Io(e)),
+        },
+        _ = crate::state::stopped(&mut shutdown), if interruptible => Err(Interrupt::Shutdown),
     }
 }

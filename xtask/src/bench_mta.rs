@@ -223,7 +223,7 @@ pub fn run(opts: Options) -> Result<()> {
                 } else {
                     (0, None)
                 };
-                disk::quiesce(&tmp.0, &dev)?;
+                disk::settle(&tmp.0)?;
                 let proc0 = procs::tree(pid);
                 let dev0 = dev.written();
                 let client0 = procs::reaped_children_secs();
@@ -334,7 +334,7 @@ fn probe_like_worker(
     let (size, sessions, _) = CASES[case];
     let batch = commit.map_or(1, |(b, _)| b.round().max(1.0) as usize);
     let record = size + RECORD_OVERHEAD;
-    disk::quiesce(dir, dev)?;
+    disk::settle(dir)?;
     let r = disk::probe(dir, dev, record, batch)?;
     let p = ProbeSample {
         case,

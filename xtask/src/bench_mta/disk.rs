@@ -150,32 +150,15 @@ fn start_writeback(file: &std::fs::File, start: u64, end: u64) -> Result<()> {
     Ok(())
 }
 
-/// Before each timed run, for both servers alike: [`settle`], then wait until the device
-/// has been quiet (under 1 MiB written in a second), at most 10 s. This VM's disk slows
-/// down for seconds after heavy writing (the host absorbing it): without the wait the
-/// run after the worker's 100 KiB run and its probe (together about 1 GB) started on a
-/// disk that gave a third of its usual rate, a dip that only the server whose rate
-/// depends on the disk paid for.
-pub fn quiesce(dir: &Path, dev: &Device) -> Result<()> {
-    settle(dir)?;
-    let t0 = Instant::now();
-    let mut before = dev.written();
-    while t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = dev.written();
-        if now.saturating_sub(before) < 1 << 20 {
-            break;
-        }
-        before = now;
-    }
-    Ok(())
-}
-
 /// Flushes the whole file system holding `dir` before a timed step, so that what the
 /// previous step left behind (Postfix's purged queue files, the probe's deleted file: with
 /// the `discard` mount option their blocks are discarded at the next journal commit, and
-/// any dirty pages) is paid for outside the timing, not by whoever runs next.
-fn settle(dir: &Path) -> Result<()> {
+/// any dirty pages) is paid for outside the timing, not by whoever runs next. No idle
+/// wait follows: on this VM, 5 s of idleness right before a run cost the worker's 100 KiB
+/// run about 10% (9.9-11.3k against 11.3-12.9k msg/s, same binary, interleaved), a cold
+/// start that the short runs of the faster server pay most; waiting for a quiet disk was
+/// tried for that reason and dropped.
+pub fn settle(dir: &Path) -> Result<()> {
     let d = std::fs::File::open(dir)?;
     // SAFETY: plain syscall on an fd we own.
     if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {

@@ -85,10 +85,7 @@ pub fn page(samples: &[Sample], probes: &[ProbeSample], rounds: usize, device: &
 median per cell, ratio = median of the per-round ratios. Both sides durable (the worker's\n\
 group commit, Postfix's fsync of each queue file) and both keep the mail queued (Postfix\n\
 puts it on hold). Driver: `smtp-source -d -s SESSIONS -m MESSAGES -l SIZE` over loopback.\n\
-CPU = the server's own CPU time (Postfix: master and all its children) per accepted message.\n\
-Before every timed run, of either server, and before every disk probe the file system is\n\
-flushed and the bench waits until the disk is quiet (under 1 MiB written in a second, at\n\
-most 10 s).\n",
+CPU = the server's own CPU time (Postfix: master and all its children) per accepted message.\n",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),

@@ -3,49 +3,44 @@
 
 use super::*;
 
+type Decoded = (Vec<u8>, Option<BodyViolation>, Vec<u8>);
+
 /// Decodes `chunks` both ways (copied out of an input buffer, and in place as read
-/// into the message buffer), asserts that they agree, returns (body, violation, rest).
-fn run(chunks: &[&[u8]]) -> (Vec<u8>, Option<BodyViolation>, Vec<u8>) {
-    let copied = run_copied(chunks);
+/// into the message buffer) with the default limits, asserts that they agree, returns
+/// (body, violation, rest).
+fn run(chunks: &[&[u8]]) -> Decoded {
+    let copied = copied(chunks, 1000, 1 << 20);
     assert_eq!(in_place(chunks, 1000, 1 << 20), copied, "in place");
     copied
 }
 
 /// Feeds each chunk as if it had just been read into `body`.
-fn in_place(
-    chunks: &[&[u8]],
-    max_line: usize,
-    max_size: usize,
-) -> (Vec<u8>, Option<BodyViolation>, Vec<u8>) {
+fn in_place(chunks: &[&[u8]], max_line: usize, max_size: usize) -> Decoded {
     let mut d = DataDecoder::new(max_line, max_size, Vec::new());
     for (k, c) in chunks.iter().enumerate() {
         let from = d.body.len();
         d.body.extend_from_slice(c);
         if let Some(rest) = d.feed_in_place(from) {
-            let rest: Vec<u8> = rest
-                .iter()
-                .chain(chunks[k + 1..].concat().iter())
-                .copied()
-                .collect();
-            return (d.body, d.violation, rest);
+            return (d.body, d.violation, rest_after(&rest, &chunks[k + 1..]));
         }
     }
     panic!("no terminator");
 }
 
-fn run_copied(chunks: &[&[u8]]) -> (Vec<u8>, Option<BodyViolation>, Vec<u8>) {
-    let mut d = DataDecoder::new(1000, 1 << 20, Vec::new());
+/// Feeds each chunk from an input buffer, the body copied out of it.
+fn copied(chunks: &[&[u8]], max_line: usize, max_size: usize) -> Decoded {
+    let mut d = DataDecoder::new(max_line, max_size, Vec::new());
     for (k, c) in chunks.iter().enumerate() {
         if let Some(n) = d.feed(c) {
-            let rest: Vec<u8> = c[n..]
-                .iter()
-                .chain(chunks[k + 1..].concat().iter())
-                .copied()
-                .collect();
-            return (d.body, d.violation, rest);
+            return (d.body, d.violation, rest_after(&c[n..], &chunks[k + 1..]));
         }
     }
     panic!("no terminator");
+}
+
+/// What follows the terminator: the rest of its chunk, then the chunks after it.
+fn rest_after(first: &[u8], later: &[&[u8]]) -> Vec<u8> {
+    [first, &later.concat()].concat()
 }
 
 #[test]
@@ -245,17 +240,12 @@ fn random_bodies_match_the_reference_both_ways() {
         }
         chunks.push(&msg[at..]);
         let got = in_place(&chunks, max_line, max_size);
-        let mut d = DataDecoder::new(max_line, max_size, Vec::new());
-        let mut copied = None;
-        for (k, c) in chunks.iter().enumerate() {
-            if let Some(n) = d.feed(c) {
-                let rest = [&c[n..], &chunks[k + 1..].concat()[..]].concat();
-                copied = Some((std::mem::take(&mut d.body), d.violation, rest));
-                break;
-            }
-        }
         let msg_text = String::from_utf8_lossy(&msg);
-        assert_eq!(Some(&got), copied.as_ref(), "{msg_text:?} {chunks:?}");
+        assert_eq!(
+            got,
+            copied(&chunks, max_line, max_size),
+            "{msg_text:?} {chunks:?}"
+        );
         assert_eq!(got.1.is_some(), want_bad, "{msg_text:?}");
         assert_eq!(got.2, want_rest, "{msg_text:?}");
         if !want_bad {

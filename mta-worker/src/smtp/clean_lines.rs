@@ -7,11 +7,11 @@
 //! the incomplete line at the end of a read.
 
 /// The length of the run of complete, clean lines at the start of `input` (each ends in
-/// CRLF, is within the line limit and has no other CR or LF), up to a line that
-/// begins with a dot. `input` starts a line, and the caller has handled a dot there. Clean runs are the bulk of any real body, so they are checked
-/// 64 bytes at a time: in clean text the LFs are exactly the CRs shifted by one, so
-/// one comparison of two bit masks checks a whole block, and the line ends come out
-/// of the LF mask. Per-line searching cost about a third of the session threads' CPU
+/// CRLF, is within the line limit and has no other CR or LF), up to a line that begins
+/// with a dot. `input` starts a line, and the caller has handled a dot there. Clean runs
+/// are the bulk of any real body, so they are checked 64 bytes at a time: in clean text
+/// the LFs are exactly the CRs shifted by one, so one comparison of two bit masks checks
+/// a whole block, and the line ends come out of the LF mask. Per-line searching cost about a third of the session threads' CPU
 /// with 100 KiB messages. The line after the run goes through the state machine,
 /// which finds the exact violation.
 pub fn clean_run(input: &[u8], max_line: usize) -> usize {

@@ -136,7 +136,6 @@ impl DataDecoder {
         while i < input.len() {
             if self.cr_pending {
                 self.cr_pending = false;
-                let cr_held = i == 0 && self.dot_first && self.line_len == 2;
                 if input[i] == b'\n' {
                     i += 1;
                     self.add_len(1);
@@ -145,7 +144,6 @@ impl DataDecoder {
                         // line is body.
                         return Some(i);
                     }
-                    debug_assert!(!cr_held, "a held CR is only ever a terminator's");
                     self.line_start = true;
                     self.dot_first = false;
                     self.line_len = 0;
@@ -164,7 +162,7 @@ impl DataDecoder {
                     i += 1;
                     continue;
                 }
-                let run = self.plain_lines(&input[i..]);
+                let run = super::clean_lines::clean_run(&input[i..], self.max_line);
                 if run > 0 {
                     // Still at the start of a line, maybe the end of the input.
                     i += run;
@@ -194,12 +192,6 @@ impl DataDecoder {
             input.len() - usize::from(self.cr_pending && self.dot_first && self.line_len == 2);
         self.keep(span.min(end)..end);
         None
-    }
-
-    /// Fast path at the start of a line that does not begin with a dot: the length of
-    /// the run of clean lines that follows (see `clean_lines.rs`).
-    fn plain_lines(&self, input: &[u8]) -> usize {
-        super::clean_lines::clean_run(input, self.max_line)
     }
 }
 

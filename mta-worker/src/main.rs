@@ -184,6 +184,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(d) = shared.delivery.get() {
         d.join().await;
     }
+    shared.reception.flush();
     Ok(())
 }
 

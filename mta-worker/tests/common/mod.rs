@@ -183,6 +183,7 @@ impl Worker {
     }
 
     pub fn reception_log(&self) -> Vec<serde_json::Value> {
+        self.shared.reception.flush();
         std::fs::read_to_string(self.material.path("reception.jsonl"))
             .unwrap_or_default()
             .lines()

@@ -6,8 +6,10 @@
 //! milliseconds on a process crash is acceptable. Lines are never torn or interleaved,
 //! and everything added before [`BatchedAppend::flush`] or drop is on the file after it.
 
-use std::fs::File;
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -148,6 +150,40 @@ fn flusher(s: &Shared, name: &'static str) {
         }
         if let Err(err) = s.flush() {
             tracing::error!(file = name, %err, "cannot append");
+        }
+    }
+}
+
+/// A JSON-lines log on a [`BatchedAppend`] (the reception and delivery logs), or nothing
+/// when no file is configured.
+#[derive(Debug, Default)]
+pub struct JsonLines(Option<BatchedAppend>);
+
+impl JsonLines {
+    /// Opens `path` for appending, creating it; `None` logs nothing. `name` labels the
+    /// flush thread and errors.
+    pub fn open(path: Option<&Path>, name: &'static str) -> std::io::Result<Self> {
+        let Some(p) = path else {
+            return Ok(Self(None));
+        };
+        let file = OpenOptions::new().create(true).append(true).open(p)?;
+        Ok(Self(Some(BatchedAppend::new(file, name)?)))
+    }
+
+    /// Adds `record` as one line.
+    pub fn write(&self, record: &impl Serialize) {
+        if let Some(f) = &self.0 {
+            f.append_with(|buf| {
+                serde_json::to_writer(&mut *buf, record).expect("record serialises");
+                buf.push(b'\n');
+            });
+        }
+    }
+
+    /// Writes every line added so far to the file; a failure is logged.
+    pub fn flush(&self) {
+        if let Some(f) = &self.0 {
+            f.flush_logged();
         }
     }
 }

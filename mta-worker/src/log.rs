@@ -1,9 +1,8 @@
 //! Logging: tracing for operators, plus the JSON-lines reception log with one record per
 //! accepted or rejected message, for audits and for matching client-side queue ids.
 
-use crate::append::BatchedAppend;
+use crate::append::JsonLines;
 use serde::Serialize;
-use std::fs::OpenOptions;
 use std::path::Path;
 
 /// Installs the tracing subscriber; `RUST_LOG` wins over the config's level.
@@ -44,35 +43,22 @@ pub struct Reception<'a> {
 /// accepted. Lines are never torn or interleaved.
 #[derive(Debug, Default)]
 pub struct ReceptionLog {
-    file: Option<BatchedAppend>,
+    file: JsonLines,
 }
 
 impl ReceptionLog {
     pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        let file = match path {
-            Some(p) => Some(BatchedAppend::new(
-                OpenOptions::new().create(true).append(true).open(p)?,
-                "reception-log",
-            )?),
-            None => None,
-        };
-        Ok(Self { file })
+        Ok(Self {
+            file: JsonLines::open(path, "reception-log")?,
+        })
     }
 
     pub fn record(&self, r: &Reception<'_>) {
-        let Some(f) = &self.file else { return };
-        f.append_with(|buf| {
-            serde_json::to_writer(&mut *buf, r).expect("record serialises");
-            buf.push(b'\n');
-        });
+        self.file.write(r);
     }
 
     /// Writes every record logged so far to the file.
     pub fn flush(&self) {
-        if let Some(f) = &self.file {
-            if let Err(err) = f.flush() {
-                tracing::warn!(%err, "reception log write failed");
-            }
-        }
+        self.file.flush();
     }
 }

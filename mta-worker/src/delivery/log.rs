@@ -2,7 +2,7 @@
 //! failure, bounce, expiry), with everything an operator needs to answer "what happened
 //! to this message and why" without correlating several lines.
 
-use crate::append::BatchedAppend;
+use crate::append::JsonLines;
 use serde::Serialize;
 use std::path::Path;
 
@@ -43,22 +43,14 @@ pub struct Record {
 /// (the scheduler flushes when it stops, and dropping the log flushes).
 #[derive(Debug, Default)]
 pub struct DeliveryLog {
-    file: Option<BatchedAppend>,
+    file: JsonLines,
 }
 
 impl DeliveryLog {
     pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
-        let file = match path {
-            Some(p) => Some(BatchedAppend::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-                "delivery-log",
-            )?),
-            None => None,
-        };
-        Ok(Self { file })
+        Ok(Self {
+            file: JsonLines::open(path, "delivery-log")?,
+        })
     }
 
     pub fn write(&self, r: &Record) {
@@ -72,20 +64,11 @@ impl DeliveryLog {
             text = r.text.as_deref().unwrap_or(""),
             "delivery log"
         );
-        if let Some(f) = &self.file {
-            f.append_with(|buf| {
-                serde_json::to_writer(&mut *buf, r).expect("record serialises");
-                buf.push(b'\n');
-            });
-        }
+        self.file.write(r);
     }
 
     /// Writes every record logged so far to the file.
     pub fn flush(&self) {
-        if let Some(f) = &self.file {
-            if let Err(err) = f.flush() {
-                tracing::error!(%err, "cannot write delivery log");
-            }
-        }
+        self.file.flush();
     }
 }

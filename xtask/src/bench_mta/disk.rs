@@ -1,8 +1,9 @@
 //! The disk side of `bench mta-ingest`. With 100 KiB messages a durable server moves
 //! hundreds of MB/s, so the question "is the worker slow, or is the disk full?" needs an
 //! answer measured in the same run: the ceiling probe writes the way the worker's group
-//! commit does (sequential positional writes of one record each, each record's writeback
-//! started at once with `sync_file_range`, one `fdatasync` per batch) on the file system that holds both spools, and reports what the disk gave.
+//! commit does (sequential positional writes of one record each, the writeback of each
+//! new 64 KiB or more of whole pages started at once with `sync_file_range`, one
+//! `fdatasync` per batch) on the file system that holds both spools, and reports what the disk gave.
 //! The device's own counters (`/proc/diskstats`) tell what reached the disk in total,
 //! journal included, but also whatever else the machine was writing.
 
@@ -92,8 +93,8 @@ impl Drop for ProbeFile {
 }
 
 /// Appends `batch` records of `record` bytes with one positional write each, starting
-/// each one's writeback as the worker does, then `fdatasync`s, again and again into a fresh file in `dir`, like the worker's group
-/// commit into a new segment. Non-zero data, so no layer can cheat on zero pages.
+/// their writeback as the worker does, then `fdatasync`s, again and again into a fresh
+/// file in `dir`, like the worker's group commit into a new segment. Non-zero data, so no layer can cheat on zero pages.
 pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<ProbeResult> {
     let path = dir.join("disk-probe.bin");
     let file = std::fs::OpenOptions::new()
@@ -109,10 +110,11 @@ pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<Pr
     let t0 = Instant::now();
     let (mut off, mut flushes) = (0u64, 0u64);
     while off < PROBE_BYTES && t0.elapsed() < PROBE_TIME {
+        let mut from = off / 4096 * 4096;
         for _ in 0..batch {
             file.write_all_at(&buf, off)?;
-            start_writeback(&file, off, off + record as u64)?;
             off += record as u64;
+            from = start_writeback(&file, from, off)?;
         }
         file.sync_data()?;
         flushes += 1;
@@ -128,12 +130,13 @@ pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<Pr
     })
 }
 
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` over the whole pages of `start..end`, as the
-/// worker's commit thread issues it after each record.
-fn start_writeback(file: &std::fs::File, start: u64, end: u64) -> Result<()> {
-    let (from, to) = (start / 4096 * 4096, end / 4096 * 4096);
-    if to <= from {
-        return Ok(());
+/// After a record that ends at `end`: `sync_file_range(SYNC_FILE_RANGE_WRITE)` over the
+/// whole pages from `from` (the first page not yet started) when they make 64 KiB or
+/// more, as the worker's commit thread does; returns the new `from`.
+fn start_writeback(file: &std::fs::File, from: u64, end: u64) -> Result<u64> {
+    let to = end / 4096 * 4096;
+    if to < from + 64 * 1024 {
+        return Ok(from);
     }
     // SAFETY: plain syscall on an fd we own; it only reads its arguments.
     let rc = unsafe {
@@ -147,7 +150,7 @@ fn start_writeback(file: &std::fs::File, start: u64, end: u64) -> Result<()> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("sync_file_range");
     }
-    Ok(())
+    Ok(to)
 }
 
 /// Flushes the whole file system holding `dir` before a timed step, so that what the

@@ -113,7 +113,7 @@ CPU = the server's own CPU time (Postfix: master and all its children) per accep
 Right after the worker's run of a 100 KiB load shape, a probe writes a fresh file on the\n\
 file system that holds both spools ({device}) the way the worker's group commit just did:\n\
 records of payload + 512 B, one positional write each with its writeback started at once\n\
-(`sync_file_range`), then one `fdatasync`, with as many\n\
+(`sync_file_range`, once 64 KiB of whole pages are pending), then one `fdatasync`, with as many\n\
 records per flush as the worker's mean batch in that run (`mta_spool_commit_batch_size`\n\
 in `/metrics`), until 512 MiB or 5 s. Ceiling msg/s = records/s the probe got. Worker\n\
 share = MB/s the worker wrote (next section) / probe MB/s, median of the per-round shares;\n\
@@ -330,8 +330,8 @@ one journal commit per batch).",
     );
     let _ = writeln!(
         o,
-        "- The group commit issues one positional write per record, starts that record's\n  \
-writeback at once (`sync_file_range`), and issues one `fdatasync` per\n  \
+        "- The group commit issues one positional write per record, starts the writeback of\n  \
+the pages written so far once they make 64 KiB (`sync_file_range`), and issues one `fdatasync` per\n  \
 batch; with 100 KiB messages a batch is several records (the msgs/flush column), so\n  \
 each flush carries hundreds of KB to a few MB. The probe writes the same way and is the\n  \
 ceiling for this design on this disk; it moves from minute to minute on this VM.\n\

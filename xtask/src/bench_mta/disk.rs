@@ -3,7 +3,8 @@
 //! answer measured in the same run: the ceiling probe writes the way the worker's group
 //! commit does (sequential positional writes of one record each, the writeback of each
 //! new 64 KiB or more of whole pages started at once with `sync_file_range`, one
-//! `fdatasync` per batch) on the file system that holds both spools, and reports what the disk gave.
+//! `fdatasync` per batch) on the file system that holds both spools, and reports what the
+//! disk gave.
 //! The device's own counters (`/proc/diskstats`) tell what reached the disk in total,
 //! journal included, but also whatever else the machine was writing.
 
@@ -94,7 +95,8 @@ impl Drop for ProbeFile {
 
 /// Appends `batch` records of `record` bytes with one positional write each, starting
 /// their writeback as the worker does, then `fdatasync`s, again and again into a fresh
-/// file in `dir`, like the worker's group commit into a new segment. Non-zero data, so no layer can cheat on zero pages.
+/// file in `dir`, like the worker's group commit into a new segment. Non-zero data, so no
+/// layer can cheat on zero pages.
 pub fn probe(dir: &Path, dev: &Device, record: usize, batch: usize) -> Result<ProbeResult> {
     let path = dir.join("disk-probe.bin");
     let file = std::fs::OpenOptions::new()

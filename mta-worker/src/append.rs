@@ -9,7 +9,7 @@
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -110,6 +110,17 @@ impl BatchedAppend {
         self.shared.flush()
     }
 
+    /// Writes what is pending to the current file, then goes on in `file`. For log
+    /// rotation: the old file gets every line added before the call, the new one every
+    /// line after it.
+    pub fn replace_file(&self, file: File) -> std::io::Result<()> {
+        let mut current = self.shared.file.lock().expect("append file lock");
+        let batch = std::mem::take(&mut self.shared.pending.lock().expect("append buffer lock").0);
+        let written = current.write_all(&batch);
+        *current = file;
+        written
+    }
+
     fn flush_logged(&self) {
         if let Err(err) = self.shared.flush() {
             tracing::error!(file = self.name, %err, "cannot append");
@@ -157,7 +168,11 @@ fn flusher(s: &Shared, name: &'static str) {
 /// A JSON-lines log on a [`BatchedAppend`] (the reception and delivery logs), or nothing
 /// when no file is configured.
 #[derive(Debug, Default)]
-pub struct JsonLines(Option<BatchedAppend>);
+pub struct JsonLines(Option<(BatchedAppend, PathBuf)>);
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
 
 impl JsonLines {
     /// Opens `path` for appending, creating it; `None` logs nothing. `name` labels the
@@ -166,13 +181,22 @@ impl JsonLines {
         let Some(p) = path else {
             return Ok(Self(None));
         };
-        let file = OpenOptions::new().create(true).append(true).open(p)?;
-        Ok(Self(Some(BatchedAppend::new(file, name)?)))
+        let log = BatchedAppend::new(open_append(p)?, name)?;
+        Ok(Self(Some((log, p.to_path_buf()))))
+    }
+
+    /// Opens the configured path again and goes on there (after `logrotate` renamed the
+    /// file); lines added before go to the old file. A failure keeps the old file.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        match &self.0 {
+            Some((log, path)) => log.replace_file(open_append(path)?),
+            None => Ok(()),
+        }
     }
 
     /// Adds `record` as one line.
     pub fn write(&self, record: &impl Serialize) {
-        if let Some(f) = &self.0 {
+        if let Some((f, _)) = &self.0 {
             f.append_with(|buf| {
                 serde_json::to_writer(&mut *buf, record).expect("record serialises");
                 buf.push(b'\n');
@@ -182,7 +206,7 @@ impl JsonLines {
 
     /// Writes every line added so far to the file; a failure is logged.
     pub fn flush(&self) {
-        if let Some(f) = &self.0 {
+        if let Some((f, _)) = &self.0 {
             f.flush_logged();
         }
     }
@@ -217,5 +241,23 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "one\ntwo\nthree\nfour\n"
         );
+    }
+
+    #[test]
+    fn reopen_after_a_rename_splits_the_lines_at_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let rotated = dir.path().join("log.jsonl.1");
+        let log = JsonLines::open(Some(&path), "test").unwrap();
+        log.write(&1);
+        log.write(&2);
+        std::fs::rename(&path, &rotated).unwrap();
+        log.reopen().unwrap();
+        log.write(&3);
+        log.flush();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "1\n2\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "3\n");
+        // A log with no file configured has nothing to reopen.
+        JsonLines::open(None, "test").unwrap().reopen().unwrap();
     }
 }

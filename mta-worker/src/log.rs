@@ -61,4 +61,9 @@ impl ReceptionLog {
     pub fn flush(&self) {
         self.file.flush();
     }
+
+    /// Goes on in a newly opened file at the configured path (log rotation, on SIGHUP).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        self.file.reopen()
+    }
 }

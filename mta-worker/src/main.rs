@@ -168,9 +168,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let hostname = cfg.hostname.clone();
     let shared = server::build_shared(cfg).context("starting")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some(ob) = outbound {
-        start_outbound(&shared, &ob, hostname, stop_rx).await?;
-    }
+    let outbound_cfg = match outbound {
+        Some(ob) => Some(start_outbound(&shared, &ob, hostname, stop_rx).await?),
+        None => None,
+    };
+    on_hangup(shared.clone(), outbound_cfg)?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -190,13 +192,14 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Starts the delivery side on the spool: subscribe to new messages first, then queue what
 /// the spool already holds (a message accepted in between is reported twice and
-/// de-duplicated by id); serve the queue admin API; re-read the outbound file on SIGHUP.
+/// de-duplicated by id); serve the queue admin API. Returns the outbound file and its
+/// live configuration, for reloads on SIGHUP.
 async fn start_outbound(
     shared: &std::sync::Arc<mta_worker::state::Shared>,
     ob: &mta_worker::config::OutboundConfig,
     hostname: String,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(std::path::PathBuf, mta_worker::shaping::ShapingHandle)> {
     use mta_worker::{delivery, shaping};
     let compiled = shaping::load(&ob.file)?;
     let handle_cfg = shaping::ShapingHandle::new(compiled);
@@ -232,18 +235,38 @@ async fn start_outbound(
             })
             .await;
     });
-    let path = ob.file.clone();
+    let _ = shared.delivery.set(handle);
+    Ok((ob.file.clone(), handle_cfg))
+}
+
+/// SIGHUP, as operators send it after `logrotate`: the reception and delivery logs go on
+/// in new files at their configured paths, and the outbound file is read again (a bad one
+/// is refused and the old configuration kept). Installed whether or not there is an
+/// outbound side, so that a HUP never kills the worker.
+fn on_hangup(
+    shared: std::sync::Arc<mta_worker::state::Shared>,
+    outbound: Option<(std::path::PathBuf, mta_worker::shaping::ShapingHandle)>,
+) -> anyhow::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match handle_cfg.reload(&path) {
-                Ok(()) => tracing::info!(file = %path.display(), "outbound config reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "outbound config reload refused; keeping the old one")
+            if let Err(e) = shared.reception.reopen() {
+                tracing::error!(error = %e, "reception log not reopened; still writing the old file");
+            }
+            if let Some(d) = shared.delivery.get() {
+                if let Err(e) = d.shared.log.reopen() {
+                    tracing::error!(error = %e, "delivery log not reopened; still writing the old file");
+                }
+            }
+            if let Some((path, cfg)) = &outbound {
+                match cfg.reload(path) {
+                    Ok(()) => tracing::info!(file = %path.display(), "outbound config reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbound config reload refused; keeping the old one")
+                    }
                 }
             }
         }
     });
-    let _ = shared.delivery.set(handle);
     Ok(())
 }

@@ -4,51 +4,12 @@
 
 mod common;
 
+use common::binary::{start, Setup};
 use common::{strip_received, Client};
 use mta_worker::spool::{QueueId, Spool};
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Kills the worker (by its own PID) however the test ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(config: &std::path::Path, smtp: SocketAddr) -> anyhow::Result<Proc> {
-    let child = Command::new(env!("CARGO_BIN_EXE_mta-worker"))
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()?;
-    let p = Proc(child);
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(smtp).is_err() {
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(20),
-            "worker did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(p)
-}
 
 fn body_for(token: &str, n: usize) -> Vec<u8> {
     let mut b = format!("Subject: {token}\r\nX-Token: {token}\r\n\r\n").into_bytes();
@@ -62,17 +23,8 @@ fn body_for(token: &str, n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_message() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-    let spool_dir = dir.path().join("spool");
-    let cfg = dir.path().join("worker.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "hostname = \"mx.test\"\n[spool]\ndir = \"{}\"\n[relay]\nnetworks = [\"127.0.0.0/8\"]\n[[listener]]\nrole = \"relay\"\naddresses = [\"{smtp}\"]\n[admin]\nlisten = \"{admin}\"\n",
-            spool_dir.display()
-        ),
-    )?;
+    let setup = Setup::new(dir.path(), "")?;
+    let (cfg, smtp, admin, spool_dir) = (setup.config, setup.smtp, setup.admin, setup.spool);
     let mut worker = start(&cfg, smtp)?;
 
     let sent: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
@@ -110,9 +62,7 @@ async fn kill_9_loses_no_acknowledged_message() -> anyhow::Result<()> {
     while acked.lock().unwrap().len() < 300 && t0.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = worker.0.id() as i32;
-    // SAFETY: signalling our own child process by PID.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    worker.signal(libc::SIGKILL);
     let _ = worker.0.wait();
     for c in clients {
         let _ = c.await;

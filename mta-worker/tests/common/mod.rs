@@ -3,6 +3,8 @@
 //! speaks over real sockets (plain or TLS). Everything is removed on drop.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use anyhow::{bail, Context, Result};
 use mta_worker::config::{Config, Role};
 use mta_worker::server::{self, Listeners};

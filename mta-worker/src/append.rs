@@ -33,6 +33,11 @@ impl Shared {
     /// flushers cannot swap their batches' order.
     fn flush(&self) -> std::io::Result<()> {
         let mut file = self.file.lock().expect("append file lock");
+        self.write_pending(&mut file)
+    }
+
+    /// Moves what is pending to `file`, which the caller holds locked.
+    fn write_pending(&self, file: &mut File) -> std::io::Result<()> {
         let batch = std::mem::take(&mut self.pending.lock().expect("append buffer lock").0);
         if batch.is_empty() {
             return Ok(());
@@ -115,8 +120,7 @@ impl BatchedAppend {
     /// line after it.
     pub fn replace_file(&self, file: File) -> std::io::Result<()> {
         let mut current = self.shared.file.lock().expect("append file lock");
-        let batch = std::mem::take(&mut self.shared.pending.lock().expect("append buffer lock").0);
-        let written = current.write_all(&batch);
+        let written = self.shared.write_pending(&mut current);
         *current = file;
         written
     }
